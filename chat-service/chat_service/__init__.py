@@ -1,0 +1,1 @@
+"""chat-service: rooms over WebSocket and REST, backed by Redis streams."""

@@ -1,0 +1,98 @@
+"""Posting to a room and reading its history by cursor."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from chat_service import metrics
+from llmchat.ids import parse_stream_id
+from llmchat.models import Entry, EntryKind, MessageId, NewEntry
+
+from .deps import RoomPath, StateDep, check_room_name, text_size_error
+from .errors import ApiError, responses
+
+router = APIRouter(prefix="/rooms/{room}/messages", tags=["messages"])
+
+
+class PostMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: MessageId | None = Field(
+        default=None, description="Client-made message id; re-posting the same id stores it once."
+    )
+    author: str = Field(min_length=1, max_length=40, description="A member's display name.")
+    text: str = Field(description="Message text (UTF-8; size limited, default 8 KiB).")
+
+
+class PostResult(BaseModel):
+    entry: Entry
+    duplicate: bool = Field(description="True when this id was already stored.")
+
+
+class History(BaseModel):
+    entries: list[Entry]
+    next_cursor: str = Field(description="Pass as `after` to read the following page.")
+    more: bool = Field(description="True when more entries follow this page.")
+
+
+@router.post(
+    "",
+    response_model=PostResult,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": PostResult, "description": "Duplicate id: the stored entry"},
+        **responses(403, 404, 413, 422, 503),
+    },
+    summary="Post a message (stored before it is acknowledged)",
+)
+async def post_message(
+    room: RoomPath, body: PostMessage, state: StateDep, response: Response
+) -> PostResult:
+    check_room_name(room)
+    problem = text_size_error(body.text, state.settings.max_message_bytes)
+    if problem:
+        metrics.MESSAGES.labels("rest", "rejected").inc()
+        raise ApiError(413 if "limit" in problem else 422, "invalid_message", problem)
+    await state.rooms.require(room)
+    member = await state.rooms.member(room, body.author)
+    if member is None:
+        raise ApiError(403, "not_a_member", f"{body.author!r} has not joined room {room!r}")
+    new = NewEntry(kind=EntryKind.HUMAN, author=member.name, text=body.text)
+    if body.id:
+        new.msg_id = body.id
+    result = await state.timeline.append(room, new)
+    metrics.MESSAGES.labels("rest", "duplicate" if result.duplicate else "stored").inc()
+    if result.duplicate:
+        response.status_code = status.HTTP_200_OK
+    return PostResult(entry=result.entry, duplicate=result.duplicate)
+
+
+@router.get("", response_model=History, responses=responses(400, 404, 503), summary="Read history")
+async def read_history(
+    room: RoomPath,
+    state: StateDep,
+    after: Annotated[
+        str | None, Query(description="Cursor: return entries after this stream id.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> History:
+    check_room_name(room)
+    if after is not None:
+        try:
+            parse_stream_id(after)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_cursor", str(exc)) from exc
+    limit = min(limit, state.settings.page_limit)
+    await state.rooms.require(room)
+    if after is None:
+        entries = await state.timeline.tail(room, limit)
+        more = bool(entries) and await state.timeline.length(room) > len(entries)
+    else:
+        entries = await state.timeline.read_after(room, after, limit + 1)
+        more = len(entries) > limit
+        entries = entries[:limit]
+    next_cursor = entries[-1].id if entries else (after or "0-0")
+    return History(entries=entries, next_cursor=next_cursor, more=more)

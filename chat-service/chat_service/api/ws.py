@@ -1,0 +1,238 @@
+"""The room WebSocket: every timeline entry in order, resumable from a cursor.
+
+``/api/v1/rooms/{room}/ws?name=alice&cursor=<stream id>``
+
+A client that gives a cursor gets exactly the entries after it, then live ones; a client that
+gives none gets the newest ``history_on_join`` entries. Close codes: 4400 bad request, 4404
+unknown room, 4409 name taken, 1013 try again later (storage unavailable, or the client fell too
+far behind), 1009 frame too large.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from chat_service import metrics
+from chat_service.hub import Subscriber
+from chat_service.protocol import FrameError, PingFrame, error_frame, parse_client_frame
+from chat_service.state import ServiceState
+from llmchat.ids import is_after, parse_stream_id
+from llmchat.logs import get_logger
+from llmchat.models import Entry, EntryKind, Member, MemberJoin, NewEntry
+from llmchat.redis_conn import UNAVAILABLE_ERRORS
+from llmchat.rooms import NameTakenError
+
+from .deps import check_room_name, text_size_error
+from .errors import ApiError
+
+router = APIRouter()
+log = get_logger(__name__)
+
+CLOSE_BAD_REQUEST = 4400
+CLOSE_NOT_FOUND = 4404
+CLOSE_CONFLICT = 4409
+CLOSE_TRY_AGAIN = 1013
+
+
+async def _refuse(ws: WebSocket, code: str, message: str, close_code: int) -> None:
+    await ws.send_json(error_frame(code, message))
+    await ws.close(code=close_code, reason=message[:120])
+
+
+def entry_frame(entry: Entry) -> dict[str, Any]:
+    return {"type": "entry", "entry": entry.model_dump(mode="json")}
+
+
+@router.websocket("/rooms/{room}/ws")
+async def room_socket(
+    ws: WebSocket, room: str, name: str | None = None, cursor: str | None = None
+) -> None:
+    state: ServiceState = ws.app.state.service
+    await ws.accept()
+    try:
+        check_room_name(room)
+    except ApiError as exc:
+        await _refuse(ws, exc.code, exc.message, CLOSE_NOT_FOUND)
+        return
+    try:
+        join = MemberJoin(name=name or "")
+    except ValidationError as exc:
+        msg = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        await _refuse(ws, "invalid_name", f"name: {msg}", CLOSE_BAD_REQUEST)
+        return
+    if cursor is not None:
+        try:
+            parse_stream_id(cursor)
+        except ValueError as exc:
+            await _refuse(ws, "invalid_cursor", str(exc), CLOSE_BAD_REQUEST)
+            return
+    try:
+        found = await state.rooms.get(room)
+        if found is None:
+            await _refuse(ws, "room_not_found", f"room {room!r} does not exist", CLOSE_NOT_FOUND)
+            return
+        member, _ = await state.rooms.join(found, join.name)
+        sub = await state.hub.subscribe(room)
+    except NameTakenError as exc:
+        await _refuse(ws, "name_taken", str(exc), CLOSE_CONFLICT)
+        return
+    except UNAVAILABLE_ERRORS:
+        await _refuse(ws, "storage_unavailable", "storage is unreachable; retry", CLOSE_TRY_AGAIN)
+        return
+
+    metrics.WS_CONNECTIONS.inc()
+    session = _Session(ws, state, room, member, sub)
+    try:
+        await session.run(cursor)
+    finally:
+        metrics.WS_CONNECTIONS.dec()
+        await state.hub.unsubscribe(sub)
+
+
+class _Session:
+    def __init__(
+        self, ws: WebSocket, state: ServiceState, room: str, member: Member, sub: Subscriber
+    ) -> None:
+        self.ws = ws
+        self.state = state
+        self.room = room
+        self.member = member
+        self.sub = sub
+        self.last_sent: str | None = None
+
+    async def run(self, cursor: str | None) -> None:
+        tasks = [
+            asyncio.create_task(self._send_loop(cursor)),
+            asyncio.create_task(self._receive_loop()),
+            asyncio.create_task(self.sub.overflowed.wait()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if tasks[2] in done:
+            with contextlib.suppress(Exception):
+                await self.ws.close(CLOSE_TRY_AGAIN, "too far behind; reconnect with your cursor")
+        for task in done:
+            exc = task.exception() if not task.cancelled() else None
+            if exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
+                log.error("ws_session_error", room=self.room, error=repr(exc))
+
+    async def _send_entry(self, entry: Entry, live: bool) -> None:
+        if self.last_sent is not None and not is_after(entry.id, self.last_sent):
+            return
+        await self.ws.send_json(entry_frame(entry))
+        self.last_sent = entry.id
+        metrics.DELIVERED.inc()
+        if live:
+            metrics.MESSAGE_LATENCY.observe(max(0.0, time.time() - entry.ts))
+
+    async def _send_backlog(self, cursor: str | None) -> None:
+        tl = self.state.timeline
+        if cursor is None:
+            for entry in await tl.tail(self.room, self.state.settings.history_on_join):
+                await self._send_entry(entry, live=False)
+            return
+        after = cursor
+        self.last_sent = cursor
+        page = self.state.settings.page_limit
+        while True:
+            entries = await tl.read_after(self.room, after, page)
+            for entry in entries:
+                await self._send_entry(entry, live=False)
+            if len(entries) < page:
+                return
+            after = entries[-1].id
+
+    async def _send_loop(self, cursor: str | None) -> None:
+        last_id = await self.state.timeline.last_id(self.room)
+        await self.ws.send_json(
+            {
+                "type": "welcome",
+                "room": self.room,
+                "member": self.member.model_dump(mode="json"),
+                "replica": self.state.replica,
+                "cursor": last_id,
+            }
+        )
+        await self._send_backlog(cursor)
+        while True:
+            kind, payload = await self.sub.queue.get()
+            if kind == "entry":
+                assert isinstance(payload, Entry)
+                await self._send_entry(payload, live=True)
+            elif kind == "live":
+                await self.ws.send_json({"type": "live", "event": payload})
+                metrics.LIVE_EVENTS.inc()
+            else:
+                await self.ws.send_json(payload)
+
+    async def _receive_loop(self) -> None:
+        while True:
+            msg = await self.ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(int(msg.get("code") or 1000))
+            raw = msg.get("text")
+            if raw is None:
+                try:
+                    raw = bytes(msg.get("bytes") or b"").decode("utf-8")
+                except UnicodeDecodeError:
+                    self.sub.push(
+                        ("frame", error_frame("invalid_frame", "frames must be UTF-8 JSON text"))
+                    )
+                    continue
+            try:
+                frame = parse_client_frame(raw)
+            except FrameError as exc:
+                metrics.MESSAGES.labels("ws", "rejected").inc()
+                self.sub.push(("frame", error_frame(exc.code, exc.message, exc.ref)))
+                continue
+            if isinstance(frame, PingFrame):
+                self.sub.push(("frame", {"type": "pong"}))
+                continue
+            problem = text_size_error(frame.text, self.state.settings.max_message_bytes)
+            if problem:
+                metrics.MESSAGES.labels("ws", "rejected").inc()
+                code = "message_too_large" if "limit" in problem else "empty_message"
+                self.sub.push(("frame", error_frame(code, problem, frame.id)))
+                continue
+            new = NewEntry(kind=EntryKind.HUMAN, author=self.member.name, text=frame.text)
+            if frame.id:
+                new.msg_id = frame.id
+            try:
+                result = await self.state.timeline.append(self.room, new)
+            except UNAVAILABLE_ERRORS:
+                metrics.MESSAGES.labels("ws", "unavailable").inc()
+                self.sub.push(
+                    (
+                        "frame",
+                        error_frame(
+                            "storage_unavailable",
+                            "storage is unreachable; the message was not stored; retry it",
+                            new.msg_id,
+                        ),
+                    )
+                )
+                continue
+            metrics.MESSAGES.labels("ws", "duplicate" if result.duplicate else "stored").inc()
+            self.sub.push(
+                (
+                    "frame",
+                    {
+                        "type": "ack",
+                        "ref": new.msg_id,
+                        "cursor": result.entry.id,
+                        "duplicate": result.duplicate,
+                    },
+                )
+            )

@@ -1,0 +1,142 @@
+"""The chat-service application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from importlib import resources
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chat_service import metrics
+from chat_service.api import health, messages, rooms, ws
+from chat_service.api.errors import error_response, install
+from chat_service.hub import Hub
+from chat_service.settings import ChatServiceSettings
+from chat_service.state import ServiceState
+from llmchat import __version__
+from llmchat.logs import get_logger
+from llmchat.redis_conn import UNAVAILABLE_ERRORS, create_redis
+from llmchat.rooms import RoomStore
+from llmchat.timeline import Timeline
+
+log = get_logger(__name__)
+
+API_DESCRIPTION = """
+Rooms where people and language models talk, on an ordered, durable, resumable timeline.
+
+Every message is stored in the room's Redis stream before it is acknowledged; the stream ID of
+an entry is the room's order and the client's resume cursor. Live updates come over the room
+WebSocket at `/api/v1/rooms/{room}/ws?name=NAME&cursor=CURSOR` (see the README for its frames).
+"""
+
+
+class BodySizeLimit:
+    """Refuse request bodies over a limit before reading them (hand-rolled: Starlette has none)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", []):
+            if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await error_response(
+                    413,
+                    "body_too_large",
+                    f"request body is {int(value)} bytes; the limit is {self.limit} bytes",
+                )(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLargeError
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLargeError:
+            await error_response(
+                413, "body_too_large", f"request body exceeds the limit of {self.limit} bytes"
+            )(scope, receive, send)
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+async def _watch_redis(state: ServiceState) -> None:
+    """Keep the ``llmchat_redis_up`` gauge and the log honest about Redis."""
+    while True:
+        try:
+            await asyncio.wait_for(state.redis.ping(), timeout=1.0)
+            ok = True
+        except UNAVAILABLE_ERRORS:
+            ok = False
+        if ok != state.redis_ok:
+            log.info("redis_state", up=ok) if ok else log.warning("redis_state", up=ok)
+        state.redis_ok = ok
+        metrics.REDIS_UP.set(1 if ok else 0)
+        await asyncio.sleep(1.0)
+
+
+def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
+    settings = settings or ChatServiceSettings()
+    replica = settings.replica_id or f"{socket.gethostname()}:{settings.port}"
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = create_redis(settings.redis_url)
+        timeline = Timeline(redis)
+        state = ServiceState(
+            settings=settings,
+            redis=redis,
+            timeline=timeline,
+            rooms=RoomStore(redis),
+            hub=Hub(settings.redis_url, timeline, settings.client_queue),
+            replica=replica,
+        )
+        app.state.service = state
+        watcher = asyncio.create_task(_watch_redis(state))
+        log.info("chat_service_started", replica=replica, redis=settings.redis_url.split("@")[-1])
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await state.hub.close()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="LLM-In-The-Chat chat-service",
+        version=__version__,
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+    )
+    install(app)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.include_router(health.router)
+    for module in (rooms, messages, ws):
+        app.include_router(module.router, prefix="/api/v1")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        page = resources.files("chat_service") / "static" / "index.html"
+        if page.is_file():
+            return HTMLResponse(page.read_text(encoding="utf-8"))
+        return HTMLResponse("<!doctype html><title>LLM-In-The-Chat</title><p>chat-service</p>")
+
+    return app

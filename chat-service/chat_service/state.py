@@ -1,0 +1,23 @@
+"""What a running chat-service holds: its clients to Redis, the stores and the fan-out hub."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from chat_service.hub import Hub
+from chat_service.settings import ChatServiceSettings
+from llmchat.rooms import RoomStore
+from llmchat.timeline import Timeline
+
+
+@dataclass
+class ServiceState:
+    settings: ChatServiceSettings
+    redis: aioredis.Redis
+    timeline: Timeline
+    rooms: RoomStore
+    hub: Hub
+    replica: str
+    redis_ok: bool = field(default=False)

@@ -1,0 +1,3 @@
+"""LLM-In-The-Chat: the shared library every service imports."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,149 @@
+"""The room's data: rooms, members and timeline entries (pydantic models shared by services)."""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from llmchat.ids import new_msg_id, validate_msg_id
+
+ROOM_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+MODEL_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+MAX_DISPLAY_NAME = 40
+#: Names people may not take: they would impersonate the system or the judge.
+RESERVED_NAMES = frozenset({"system", "judge", "all", "everyone", "here", "leader"})
+
+
+def _room_name(value: str) -> str:
+    if not ROOM_NAME_RE.match(value):
+        raise ValueError(
+            "room name must be 1-63 lower-case letters, digits or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _display_name(value: str) -> str:
+    value = unicodedata.normalize("NFC", value).strip()
+    if not value:
+        raise ValueError("name must not be empty")
+    if len(value) > MAX_DISPLAY_NAME:
+        raise ValueError(f"name is {len(value)} characters; the limit is {MAX_DISPLAY_NAME}")
+    if any(unicodedata.category(ch)[0] == "C" for ch in value):
+        raise ValueError("name must not contain control characters")
+    if value.startswith("@"):
+        raise ValueError("name must not start with '@'")
+    if any(ch.isspace() for ch in value):
+        raise ValueError("name must not contain spaces (it is used for @mentions)")
+    return value
+
+
+RoomName = Annotated[str, AfterValidator(_room_name)]
+DisplayName = Annotated[str, AfterValidator(_display_name)]
+MessageId = Annotated[str, AfterValidator(validate_msg_id)]
+
+
+class RoomMode(StrEnum):
+    """Who answers a human message when nobody is @mentioned."""
+
+    LEADER = "leader"
+    ALL = "all"
+
+
+class EntryKind(StrEnum):
+    HUMAN = "human"
+    MODEL = "model"
+    JUDGE = "judge"
+    SYSTEM = "system"
+
+
+class RoomModel(BaseModel):
+    """A model that takes part in a room."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="The model's name in the room, used for @mentions.")
+    system_prompt: str = Field(default="", max_length=4000)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not MODEL_NAME_RE.match(value):
+            raise ValueError("model name must be 1-40 lower-case letters, digits or '-'")
+        return value
+
+
+class RoomCreate(BaseModel):
+    """Body of ``POST /api/v1/rooms``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: RoomName = Field(description="Unique room name (a DNS label, as in a ChatRoom's name).")
+    title: str = Field(default="", max_length=200, description="Human-readable title.")
+    mode: RoomMode = Field(default=RoomMode.LEADER)
+    models: list[RoomModel] = Field(default_factory=list, max_length=16)
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, value: list[RoomModel]) -> list[RoomModel]:
+        names = [m.name for m in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate model names: {', '.join(dupes)}")
+        return value
+
+
+class Room(RoomCreate):
+    """A room as stored."""
+
+    created_at: float = Field(description="Creation time, seconds since the epoch.")
+
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+
+class MemberJoin(BaseModel):
+    """Body of ``POST /api/v1/rooms/{room}/members``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: DisplayName = Field(description="Display name, unique in the room (case-insensitive).")
+
+
+class Member(BaseModel):
+    name: str
+    kind: EntryKind = EntryKind.HUMAN
+    joined_at: float
+
+
+class NewEntry(BaseModel):
+    """What a writer appends to a room's timeline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    msg_id: MessageId = Field(
+        default_factory=new_msg_id,
+        description="Idempotency key: appending the same id twice stores it once.",
+    )
+    kind: EntryKind = EntryKind.HUMAN
+    author: str
+    text: str
+    meta: dict[str, Any] = Field(default_factory=dict)
+    ts: float = Field(
+        default_factory=time.time,
+        description="When the service accepted the message (seconds since the epoch).",
+    )
+
+
+class Entry(NewEntry):
+    """A stored timeline entry; ``id`` is its stream ID: the room's order and the cursor."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(description="Stream ID: the room's total order and the resume cursor.")
+    room: str

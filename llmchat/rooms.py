@@ -1,0 +1,87 @@
+"""Rooms and their members, stored in Redis."""
+
+from __future__ import annotations
+
+import time
+from typing import cast
+
+import redis.asyncio as aioredis
+
+from llmchat import keys
+from llmchat.models import RESERVED_NAMES, Member, Room, RoomCreate
+from llmchat.timeline import RoomNotFoundError
+
+
+class RoomExistsError(ValueError):
+    def __init__(self, room: str) -> None:
+        super().__init__(f"room {room!r} already exists")
+        self.room = room
+
+
+class NameTakenError(ValueError):
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"name {name!r} is not available: {reason}")
+        self.name = name
+
+
+class RoomStore:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+
+    async def create(self, spec: RoomCreate) -> Room:
+        room = Room(**spec.model_dump(), created_at=time.time())
+        created = await self._redis.set(keys.room_meta(room.name), room.model_dump_json(), nx=True)
+        if not created:
+            raise RoomExistsError(room.name)
+        await self._redis.zadd(keys.rooms_index(), {room.name: room.created_at})
+        return room
+
+    async def upsert(self, spec: RoomCreate) -> Room:
+        """Create or replace a room's configuration (used by `llmchat up` and the operator)."""
+        existing = await self.get(spec.name)
+        created_at = existing.created_at if existing else time.time()
+        room = Room(**spec.model_dump(), created_at=created_at)
+        await self._redis.set(keys.room_meta(room.name), room.model_dump_json())
+        await self._redis.zadd(keys.rooms_index(), {room.name: room.created_at})
+        return room
+
+    async def get(self, name: str) -> Room | None:
+        raw = await self._redis.get(keys.room_meta(name))
+        return Room.model_validate_json(raw) if raw else None
+
+    async def require(self, name: str) -> Room:
+        room = await self.get(name)
+        if room is None:
+            raise RoomNotFoundError(name)
+        return room
+
+    async def all(self, limit: int = 1000) -> list[Room]:
+        names = cast(list[str], await self._redis.zrange(keys.rooms_index(), 0, limit - 1))
+        if not names:
+            return []
+        raws = await self._redis.mget([keys.room_meta(n) for n in names])
+        return [Room.model_validate_json(r) for r in raws if r]
+
+    async def join(self, room: Room, name: str) -> tuple[Member, bool]:
+        """Add a person to the room; returns (member, created). Re-joining is idempotent."""
+        folded = name.casefold()
+        if folded in {m.casefold() for m in room.model_names()}:
+            raise NameTakenError(name, "a model in this room has that name")
+        if folded in RESERVED_NAMES:
+            raise NameTakenError(name, "it is reserved")
+        member = Member(name=name, joined_at=time.time())
+        created = await self._redis.hsetnx(
+            keys.members(room.name), folded, member.model_dump_json()
+        )
+        if created:
+            return member, True
+        raw = await self._redis.hget(keys.members(room.name), folded)
+        return (Member.model_validate_json(raw) if raw else member), False
+
+    async def member(self, room: str, name: str) -> Member | None:
+        raw = await self._redis.hget(keys.members(room), name.casefold())
+        return Member.model_validate_json(raw) if raw else None
+
+    async def members(self, room: str) -> list[Member]:
+        raws = await self._redis.hvals(keys.members(room))
+        return sorted((Member.model_validate_json(r) for r in raws), key=lambda m: m.joined_at)

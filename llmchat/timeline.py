@@ -1,0 +1,141 @@
+"""A room's timeline on a Redis stream: atomic idempotent append, reads by cursor, follow.
+
+The stream's entry IDs are the room's total order and the clients' resume cursor. Appends go
+through one Lua script so that "store once per message id" and "the room exists" are checked
+and applied atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from llmchat import keys
+from llmchat.ids import START, parse_stream_id
+from llmchat.models import Entry, NewEntry
+
+# KEYS: meta, timeline, msgids. ARGV: msg_id, payload.
+# Returns {stream_id, duplicate(0/1)}; an error reply 'NOROOM' when the room does not exist.
+_APPEND_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('NOROOM room does not exist')
+end
+local existing = redis.call('HGET', KEYS[3], ARGV[1])
+if existing then
+  return {existing, 1}
+end
+local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[1], 'd', ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], id)
+return {id, 0}
+"""
+
+
+#: Rows as redis-py returns them with ``decode_responses=True`` (its stubs are looser).
+Rows = list[tuple[str, dict[str, str]]]
+
+
+def _rows(value: object) -> Rows:
+    return cast(Rows, value or [])
+
+
+class RoomNotFoundError(LookupError):
+    """The room named does not exist."""
+
+    def __init__(self, room: str) -> None:
+        super().__init__(f"room {room!r} does not exist")
+        self.room = room
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    entry: Entry
+    duplicate: bool
+
+
+def _encode(entry: NewEntry) -> str:
+    return json.dumps(entry.model_dump(mode="json"), separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_entry(room: str, stream_id: str, fields: dict[str, str]) -> Entry:
+    data: dict[str, Any] = json.loads(fields["d"])
+    data["id"] = stream_id
+    data["room"] = room
+    return Entry.model_validate(data)
+
+
+class Timeline:
+    """Operations on room timelines, over one Redis client."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._append = redis.register_script(_APPEND_LUA)
+
+    async def append(self, room: str, entry: NewEntry) -> AppendResult:
+        """Store ``entry`` once (by ``msg_id``); return the stored entry, even for a repeat."""
+        try:
+            res = await self._append(
+                keys=[keys.room_meta(room), keys.timeline(room), keys.message_ids(room)],
+                args=[entry.msg_id, _encode(entry)],
+            )
+        except aioredis.ResponseError as exc:
+            if str(exc).startswith("NOROOM"):
+                raise RoomNotFoundError(room) from exc
+            raise
+        stream_id, duplicate = str(res[0]), bool(int(res[1]))
+        if not duplicate:
+            return AppendResult(Entry(**entry.model_dump(), id=stream_id, room=room), False)
+        stored = await self.get(room, stream_id)
+        if stored is None:  # trimmed away; report what we know
+            return AppendResult(Entry(**entry.model_dump(), id=stream_id, room=room), True)
+        return AppendResult(stored, True)
+
+    async def get(self, room: str, stream_id: str) -> Entry | None:
+        rows = _rows(await self._redis.xrange(keys.timeline(room), min=stream_id, max=stream_id))
+        if not rows:
+            return None
+        sid, fields = rows[0]
+        return decode_entry(room, sid, fields)
+
+    async def read_after(self, room: str, cursor: str = START, limit: int = 100) -> list[Entry]:
+        """Up to ``limit`` entries strictly after ``cursor``, oldest first."""
+        parse_stream_id(cursor)
+        rows = _rows(await self._redis.xrange(keys.timeline(room), min=f"({cursor}", count=limit))
+        return [decode_entry(room, sid, fields) for sid, fields in rows]
+
+    async def read_until(self, room: str, cut: str, limit: int) -> list[Entry]:
+        """The last ``limit`` entries at or before ``cut``, oldest first (a context window)."""
+        parse_stream_id(cut)
+        rows = _rows(await self._redis.xrevrange(keys.timeline(room), max=cut, count=limit))
+        return [decode_entry(room, sid, fields) for sid, fields in reversed(rows)]
+
+    async def tail(self, room: str, limit: int) -> list[Entry]:
+        """The newest ``limit`` entries, oldest first."""
+        rows = _rows(await self._redis.xrevrange(keys.timeline(room), count=limit))
+        return [decode_entry(room, sid, fields) for sid, fields in reversed(rows)]
+
+    async def last_id(self, room: str) -> str:
+        """The newest entry's ID, or ``0-0`` for an empty room."""
+        rows = _rows(await self._redis.xrevrange(keys.timeline(room), count=1))
+        return str(rows[0][0]) if rows else START
+
+    async def length(self, room: str) -> int:
+        return int(await self._redis.xlen(keys.timeline(room)))
+
+    async def follow(
+        self, room: str, cursor: str, *, block_ms: int = 5000, count: int = 500
+    ) -> AsyncIterator[Entry]:
+        """Every entry after ``cursor``, then new ones as they arrive (forever).
+
+        Needs a client without a socket timeout shorter than ``block_ms``.
+        """
+        last = cursor
+        while True:
+            resp = await self._redis.xread({keys.timeline(room): last}, count=count, block=block_ms)
+            for _stream, rows in cast(list[tuple[str, Rows]], resp or []):
+                for sid, fields in rows:
+                    last = sid
+                    yield decode_entry(room, sid, fields)

@@ -1,0 +1,63 @@
+"""Fixtures shared by the whole suite: real redis-server and chat-service processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.procs import ChatService, RedisServer
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def chat_service_factory(
+    redis_server: RedisServer, tmp_path: Path
+) -> Iterator[Callable[..., ChatService]]:
+    started: list[ChatService] = []
+
+    def start(name: str = "cs", **env: str) -> ChatService:
+        svc = ChatService(redis_server.url, tmp_path / "logs", name=name, env=env)
+        svc.start()
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the tests that don't stop it; flushed before each user."""
+    server = RedisServer(tmp_path_factory.mktemp("shared-redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def _shared_chat_service(
+    shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ChatService]:
+    svc = ChatService(shared_redis.url, tmp_path_factory.mktemp("shared-cs"), name="cs-shared")
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def chat_service(_shared_chat_service: ChatService, shared_redis: RedisServer) -> ChatService:
+    """A running chat-service on an empty Redis (shared process, data flushed per test)."""
+    with redis.Redis.from_url(shared_redis.url) as client:
+        client.flushall()
+    return _shared_chat_service
