@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.procs import ChatService, RedisServer
+from tests.support.procs import ChatService, ModelWorker, RedisServer
 
 
 @pytest.fixture
@@ -61,3 +61,21 @@ def chat_service(_shared_chat_service: ChatService, shared_redis: RedisServer) -
     with redis.Redis.from_url(shared_redis.url) as client:
         client.flushall()
     return _shared_chat_service
+
+
+@pytest.fixture
+def worker_factory(
+    redis_server: RedisServer, tmp_path: Path
+) -> Iterator[Callable[..., ModelWorker]]:
+    """Start model-worker processes on the test's Redis (stopped at the end of the test)."""
+    started: list[ModelWorker] = []
+
+    def start(model_name: str, rooms: str = "lobby", **env: str) -> ModelWorker:
+        w = ModelWorker(redis_server.url, tmp_path / "logs", model_name, rooms=rooms, env=env)
+        w.start()
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()

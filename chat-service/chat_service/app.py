@@ -22,6 +22,7 @@ from llmchat import __version__
 from llmchat.logs import get_logger
 from llmchat.redis_conn import UNAVAILABLE_ERRORS, create_redis
 from llmchat.rooms import RoomStore
+from llmchat.router import Router
 from llmchat.timeline import Timeline
 
 log = get_logger(__name__)
@@ -105,6 +106,7 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
             timeline=timeline,
             rooms=RoomStore(redis),
             hub=Hub(settings.redis_url, timeline, settings.client_queue),
+            router=Router(redis, timeline, settings.max_model_streak),
             replica=replica,
         )
         app.state.service = state

@@ -28,6 +28,12 @@ class ChatServiceSettings(BaseSettings):
         le=1_000_000,
         description="Entries buffered per WebSocket before a slow client is disconnected.",
     )
+    max_model_streak: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="Model replies in a row (models @mentioning models) before a person speaks.",
+    )
     log_level: str = Field(default="INFO")
     log_format: LogFormat = Field(default="json")
 

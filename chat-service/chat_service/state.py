@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from chat_service.hub import Hub
 from chat_service.settings import ChatServiceSettings
 from llmchat.rooms import RoomStore
+from llmchat.router import Router
 from llmchat.timeline import Timeline
 
 
@@ -19,5 +20,6 @@ class ServiceState:
     timeline: Timeline
     rooms: RoomStore
     hub: Hub
+    router: Router
     replica: str
     redis_ok: bool = field(default=False)

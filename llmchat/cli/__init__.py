@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -83,6 +84,99 @@ def chat_service(
     except ValidationError as exc:
         raise fail_settings(exc) from exc
     run(settings)
+
+
+@app.command("model-worker")
+def model_worker(
+    model_name: Annotated[
+        str | None, typer.Option(help="Name in the room [LLMCHAT_MODEL_NAME].")
+    ] = None,
+    rooms: Annotated[
+        str | None, typer.Option(help="Rooms, comma-separated [LLMCHAT_ROOMS].")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="llamacpp, ollama or gemini [LLMCHAT_BACKEND].")
+    ] = None,
+    backend_model: Annotated[
+        str | None, typer.Option(help="Model tag, registry name or .gguf [LLMCHAT_BACKEND_MODEL].")
+    ] = None,
+    backend_host: Annotated[
+        str | None, typer.Option(help="Ollama/Gemini URL [LLMCHAT_BACKEND_HOST].")
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis URL [LLMCHAT_REDIS_URL].")] = None,
+    port: Annotated[int | None, typer.Option(help="Health/metrics port [LLMCHAT_PORT].")] = None,
+) -> None:
+    """Run a model-worker: answer a model's jobs in its rooms."""
+    from model_worker.main import run
+    from model_worker.settings import WorkerSettings
+
+    try:
+        settings = WorkerSettings(
+            **_overrides(  # type: ignore[arg-type]
+                model_name=model_name,
+                rooms=rooms,
+                backend=backend,
+                backend_model=backend_model,
+                backend_host=backend_host,
+                redis_url=redis_url,
+                port=port,
+            )
+        )
+    except ValidationError as exc:
+        raise fail_settings(exc) from exc
+    run(settings)
+
+
+@app.command("up")
+def up(
+    port: Annotated[int, typer.Option(help="The one address clients use.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    replicas: Annotated[int, typer.Option(min=1, max=8, help="chat-service replicas.")] = 2,
+    room: Annotated[str, typer.Option(help="The room to create.")] = "lobby",
+    mode: Annotated[str, typer.Option(help="Room mode: leader or all.")] = "leader",
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A model as NAME=BACKEND:MODEL (repeatable), e.g. smol=llamacpp:smollm2-135m "
+            "or llama=ollama:llama3.2:1b. Default: two SmolLM2 personas."
+        ),
+    ] = None,
+    data_dir: Annotated[Path, typer.Option(help="Redis data (AOF) and logs.")] = Path(".llmchat"),
+    redis_url: Annotated[
+        str | None, typer.Option(help="Use this Redis instead of starting one.")
+    ] = None,
+    redis_port: Annotated[int, typer.Option(help="Port of the Redis this starts.")] = 6380,
+    status: Annotated[bool, typer.Option(help="Show the live status table.")] = True,
+) -> None:
+    """Run the whole room locally: Redis, chat-service replicas behind one port, model workers.
+
+    Crashed processes are restarted; Ctrl-C stops everything cleanly. Open http://localhost:8000.
+    """
+    import asyncio
+
+    from llmchat.local.up import DEFAULT_MODELS, UpConfig, parse_model, run_up
+    from llmchat.logs import configure_logging
+    from llmchat.models import RoomCreate, RoomMode
+
+    try:
+        models = [parse_model(m) for m in model] if model else list(DEFAULT_MODELS)
+        RoomCreate(name=room, mode=RoomMode(mode))
+    except ValueError as exc:
+        err.print(f"[bold red]invalid option:[/] {exc}")
+        raise typer.Exit(2) from exc
+    configure_logging("WARNING" if status else "INFO", "console")
+    cfg = UpConfig(
+        host=host,
+        port=port,
+        replicas=replicas,
+        data_dir=data_dir,
+        redis_url=redis_url,
+        redis_port=redis_port,
+        room=room,
+        mode=RoomMode(mode),
+        models=models,
+    )
+    asyncio.run(run_up(cfg, show_status=status))
 
 
 # Sub-command groups that live in their own modules (registered when present).

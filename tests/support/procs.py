@@ -170,3 +170,83 @@ class ChatService:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+@dataclass
+class ModelWorker:
+    """One model-worker replica (``llmchat model-worker``) as a real subprocess."""
+
+    redis_url: str
+    workdir: Path
+    model_name: str
+    rooms: str = "lobby"
+    consumer: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"worker-{self.consumer or self.model_name}.log"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.consumer = self.consumer or f"{self.model_name}-{self.port}"
+        env = {
+            **os.environ,
+            "LLMCHAT_REDIS_URL": self.redis_url,
+            "LLMCHAT_MODEL_NAME": self.model_name,
+            "LLMCHAT_ROOMS": self.rooms,
+            "LLMCHAT_CONSUMER": self.consumer,
+            "LLMCHAT_PORT": str(self.port),
+            "LLMCHAT_TEMPERATURE": "0",
+            "LLMCHAT_SEED": "7",
+            **self.env,
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llmchat", "model-worker"],
+            env=env,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        wait_until(self._ok, 60, f"model-worker {self.consumer}\n{_tail(self.log_path)}")
+
+    def _ok(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"model-worker {self.consumer} exited:\n{_tail(self.log_path)}")
+        try:
+            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples matching ``labels`` from the worker's /metrics."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total = 0.0
+        for family in text_string_to_metric_families(httpx.get(self.url + "/metrics").text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    total += sample.value
+        return total
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)

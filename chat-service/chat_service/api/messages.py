@@ -63,7 +63,7 @@ async def post_message(
     new = NewEntry(kind=EntryKind.HUMAN, author=member.name, text=body.text)
     if body.id:
         new.msg_id = body.id
-    result = await state.timeline.append(room, new)
+    result = (await state.router.post(room, new)).append
     metrics.MESSAGES.labels("rest", "duplicate" if result.duplicate else "stored").inc()
     if result.duplicate:
         response.status_code = status.HTTP_200_OK

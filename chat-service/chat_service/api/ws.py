@@ -210,7 +210,7 @@ class _Session:
             if frame.id:
                 new.msg_id = frame.id
             try:
-                result = await self.state.timeline.append(self.room, new)
+                result = (await self.state.router.post(self.room, new)).append
             except UNAVAILABLE_ERRORS:
                 metrics.MESSAGES.labels("ws", "unavailable").inc()
                 self.sub.push(

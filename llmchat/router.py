@@ -1,0 +1,226 @@
+"""The router: which models answer a message.
+
+``decide`` is a pure function of the room, the message and the room's state (leader, members,
+how many model replies in a row): ``@model`` mentions first; otherwise the room's mode, where
+``leader`` asks the leader alone and ``all`` asks every model. A model's answer that mentions
+another model asks that model too, until the room's cap on consecutive model replies.
+
+``post`` stores the message and writes the jobs in one Lua script, so a message is never stored
+without its jobs (or the other way round), and a repeated message id enqueues nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from llmchat import keys
+from llmchat.models import Entry, EntryKind, NewEntry, Room, RoomMode
+from llmchat.timeline import AppendResult, RoomNotFoundError, Timeline
+
+MENTION_RE = re.compile(r"(?<![\w@])@([A-Za-z0-9][A-Za-z0-9_.-]{0,39})")
+EVERYONE = frozenset({"all", "everyone", "models"})
+#: Cap on a job queue's length (approximate trimming keeps XADD O(1)).
+QUEUE_MAXLEN = 10_000
+
+
+def mentions(text: str) -> list[str]:
+    """``@names`` in order of first appearance, without trailing punctuation."""
+    seen: dict[str, None] = {}
+    for match in MENTION_RE.finditer(text):
+        seen.setdefault(match.group(1).rstrip(".-_"), None)
+    return list(seen)
+
+
+@dataclass(frozen=True)
+class Route:
+    targets: list[str]
+    reason: str
+    unknown: list[str] = field(default_factory=list)
+    capped: bool = False
+
+
+def decide(
+    room: Room,
+    *,
+    kind: EntryKind,
+    author: str,
+    text: str,
+    leader: str | None,
+    members: set[str],
+    streak: int,
+    max_model_streak: int,
+) -> Route:
+    """Which models answer this message, and why (pure: no I/O)."""
+    models = room.model_names()
+    named = mentions(text)
+    lowered = [n.lower() for n in named]
+    wanted = [m for m in dict.fromkeys(lowered) if m in models]
+    everyone = any(n in EVERYONE for n in lowered)
+    folded_members = {m.casefold() for m in members}
+    unknown = [
+        n
+        for n in named
+        if n.lower() not in models
+        and n.lower() not in EVERYONE
+        and n.casefold() not in folded_members
+    ]
+    if kind == EntryKind.MODEL:
+        targets = [m for m in (models if everyone else wanted) if m != author]
+        if targets and streak >= max_model_streak:
+            return Route([], "cap", unknown, capped=True)
+        return Route(targets, "mention" if targets else "none", unknown)
+    if kind != EntryKind.HUMAN or not models:
+        return Route([], "none", unknown)
+    if everyone:
+        return Route(list(models), "everyone", unknown)
+    if wanted:
+        return Route(wanted, "mention", unknown)
+    if room.mode == RoomMode.ALL:
+        return Route(list(models), "all", unknown)
+    chosen = leader if leader in models else models[0]
+    return Route([chosen], "leader" if leader in models else "leader-fallback", unknown)
+
+
+# KEYS: meta, timeline, msgids, streak, queue_1..queue_n
+# ARGV: msg_id, payload, streak_mode ("reset" | "incr" | "keep"), reason, enqueued_at, maxlen,
+#       model_1..model_n
+_POST_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('NOROOM room does not exist')
+end
+local existing = redis.call('HGET', KEYS[3], ARGV[1])
+if existing then
+  return {existing, 1}
+end
+local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[1], 'd', ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], id)
+if ARGV[3] == 'reset' then
+  redis.call('SET', KEYS[4], 0)
+elseif ARGV[3] == 'incr' then
+  redis.call('INCR', KEYS[4])
+end
+for i = 5, #KEYS do
+  redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[6], '*',
+    'cut', id, 'msg', ARGV[1], 'reason', ARGV[4], 'ts', ARGV[5], 'model', ARGV[i + 2])
+end
+return {id, 0}
+"""
+
+
+@dataclass(frozen=True)
+class PostResult:
+    append: AppendResult
+    route: Route
+    notice: Entry | None = None
+
+
+def parse_leader(raw: str | None) -> str | None:
+    """The model named by the room's leader record, or None if absent or unreadable."""
+    if not raw:
+        return None
+    try:
+        data: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) else None
+
+
+class Router:
+    """Stores messages and enqueues the models' jobs, atomically."""
+
+    def __init__(self, redis: aioredis.Redis, timeline: Timeline, max_model_streak: int = 3):
+        self._redis = redis
+        self._timeline = timeline
+        self._post = redis.register_script(_POST_LUA)
+        self.max_model_streak = max_model_streak
+
+    async def post(self, room_name: str, entry: NewEntry) -> PostResult:
+        """Store ``entry`` and enqueue the jobs it calls for (one round trip to read the room)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(keys.room_meta(room_name))
+        pipe.hkeys(keys.members(room_name))
+        pipe.get(keys.model_streak(room_name))
+        pipe.get(keys.leader(room_name))
+        meta, member_keys, streak_raw, leader_raw = await pipe.execute()
+        if not meta:
+            raise RoomNotFoundError(room_name)
+        room = Room.model_validate_json(meta)
+        route = decide(
+            room,
+            kind=entry.kind,
+            author=entry.author,
+            text=entry.text,
+            leader=parse_leader(leader_raw),
+            members=set(cast(list[str], member_keys)),
+            streak=int(streak_raw or 0),
+            max_model_streak=self.max_model_streak,
+        )
+        if route.targets:
+            entry.meta = {**entry.meta, "route": {"models": route.targets, "reason": route.reason}}
+        mode = {EntryKind.HUMAN: "reset", EntryKind.MODEL: "incr"}.get(entry.kind, "keep")
+        payload = json.dumps(
+            entry.model_dump(mode="json"), separators=(",", ":"), ensure_ascii=False
+        )
+        try:
+            res = await self._post(
+                keys=[
+                    keys.room_meta(room.name),
+                    keys.timeline(room.name),
+                    keys.message_ids(room.name),
+                    keys.model_streak(room.name),
+                    *(keys.jobs(room.name, m) for m in route.targets),
+                ],
+                args=[
+                    entry.msg_id,
+                    payload,
+                    mode,
+                    route.reason,
+                    f"{time.time():.6f}",
+                    QUEUE_MAXLEN,
+                    *route.targets,
+                ],
+            )
+        except aioredis.ResponseError as exc:
+            if str(exc).startswith("NOROOM"):
+                raise RoomNotFoundError(room.name) from exc
+            raise
+        stream_id, duplicate = str(res[0]), bool(int(res[1]))
+        if duplicate:
+            stored = await self._timeline.get(room.name, stream_id)
+            result = AppendResult(
+                stored or Entry(**entry.model_dump(), id=stream_id, room=room.name), True
+            )
+            return PostResult(result, Route([], "duplicate"))
+        result = AppendResult(Entry(**entry.model_dump(), id=stream_id, room=room.name), False)
+        notice = await self._notices(room, entry, route)
+        return PostResult(result, route, notice)
+
+    async def _notices(self, room: Room, entry: NewEntry, route: Route) -> Entry | None:
+        """A system entry in the room for @names nobody has, or for a capped model chain."""
+        lines = []
+        if route.unknown:
+            names = ", ".join(f"@{n}" for n in route.unknown)
+            models = ", ".join(f"@{m}" for m in room.model_names()) or "none"
+            lines.append(f"Nobody called {names} is in this room. Models here: {models}.")
+        if route.capped:
+            lines.append(
+                f"{entry.author} asked another model, but the room allows at most "
+                f"{self.max_model_streak} model replies in a row; a person has to speak first."
+            )
+        if not lines:
+            return None
+        notice = NewEntry(
+            msg_id=f"notice.{entry.msg_id}"[:64],
+            kind=EntryKind.SYSTEM,
+            author="system",
+            text=" ".join(lines),
+            meta={"about": entry.msg_id},
+        )
+        return (await self._timeline.append(room.name, notice)).entry

@@ -1,0 +1,76 @@
+"""model-worker settings: ``LLMCHAT_`` environment variables, validated at start-up."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from llmchat.logs import LogFormat
+from llmchat.models import MODEL_NAME_RE, ROOM_NAME_RE
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMCHAT_", extra="ignore")
+
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0")
+    model_name: str = Field(default="smollm2", description="The model's name in its rooms.")
+    rooms: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["lobby"], description="Rooms served (comma-separated)."
+    )
+    backend: Literal["llamacpp", "ollama", "gemini"] = "llamacpp"
+    backend_model: str = Field(default="smollm2-135m", description="Registry name, tag or path.")
+    backend_host: str | None = Field(default=None, description="Ollama host / Gemini base URL.")
+    gemini_api_key: SecretStr | None = Field(default=None)
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    consumer: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    max_tokens: int = Field(default=160, ge=1, le=8192)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    seed: int | None = Field(default=None)
+    generation_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    context_tokens: int = Field(default=1536, ge=64, le=131072)
+    context_entries: int = Field(default=200, ge=1, le=10_000)
+    batch: int = Field(default=200, ge=1, le=10_000, description="Jobs read at once (coalesced).")
+    claim_idle_ms: int = Field(default=4000, ge=500, le=600_000)
+    renew_interval_s: float = Field(default=1.0, gt=0, le=60)
+    record_prompt: bool = Field(
+        default=False, description="Store each turn's prompt in the answer's meta (debugging)."
+    )
+    host: str = Field(default="127.0.0.1")
+    port: int = Field(default=0, ge=0, le=65535, description="/healthz and /metrics; 0 = off.")
+    log_level: str = Field(default="INFO")
+    log_format: LogFormat = Field(default="json")
+
+    @field_validator("rooms", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [r.strip() for r in value.split(",") if r.strip()]
+        return value
+
+    @field_validator("rooms")
+    @classmethod
+    def _rooms(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one room is needed")
+        bad = [r for r in value if not ROOM_NAME_RE.match(r)]
+        if bad:
+            raise ValueError(f"invalid room names: {', '.join(bad)}")
+        return value
+
+    @field_validator("model_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not MODEL_NAME_RE.match(value):
+            raise ValueError("model_name must be 1-40 lower-case letters, digits or '-'")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return value

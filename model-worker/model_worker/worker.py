@@ -1,0 +1,276 @@
+"""The model-worker loop: take jobs, build the prompt at the job's cut, stream, store the answer.
+
+Coalescing: the worker reads its queue in batches; the jobs of one room in a batch (a storm of
+human messages, say) become one turn answered at the newest cut. Exactly one answer per turn:
+the answer's message id is derived from (model, cut), so a job re-run after a crash cannot store
+a second answer, and jobs at or before the newest answered cut are acknowledged without work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from llmchat import keys, live
+from llmchat.ids import parse_stream_id
+from llmchat.logs import get_logger
+from llmchat.models import EntryKind, NewEntry
+from llmchat.redis_conn import UNAVAILABLE_ERRORS
+from llmchat.rooms import RoomStore
+from llmchat.router import Router
+from llmchat.timeline import Timeline
+from model_worker import metrics
+from model_worker.backends.base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    GenerationTimeout,
+    ModelNotFound,
+)
+from model_worker.jobs import Job, JobQueue
+from model_worker.prompt import build_prompt, clean_answer
+from model_worker.settings import WorkerSettings
+
+log = get_logger(__name__)
+
+HEARTBEAT_TTL_MS = 3000
+
+
+def newest(jobs: list[Job]) -> Job:
+    return max(jobs, key=lambda j: parse_stream_id(j.cut))
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, redis: aioredis.Redis, backend: Backend) -> None:
+        self.settings = settings
+        self.name = settings.model_name
+        self.redis = redis
+        self.backend = backend
+        self.timeline = Timeline(redis)
+        self.rooms = RoomStore(redis)
+        self.router = Router(redis, self.timeline)
+        self.queue = JobQueue(redis, self.name, settings.consumer)
+        self.generations = 0
+        self.busy = False
+        self.healthy = True
+        self._last_reclaim = 0.0
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        for room in self.settings.rooms:
+            await self._retry(lambda r=room: self.queue.ensure_group(r))
+        heartbeat = asyncio.create_task(self._heartbeat(stop))
+        log.info(
+            "worker_started",
+            model=self.name,
+            rooms=self.settings.rooms,
+            consumer=self.settings.consumer,
+            backend=self.backend.name,
+        )
+        try:
+            while not stop.is_set():
+                try:
+                    jobs = await self._next_jobs()
+                except UNAVAILABLE_ERRORS as exc:
+                    log.warning("worker_redis_error", error=str(exc))
+                    await asyncio.sleep(0.5)
+                    continue
+                if jobs:
+                    await self.handle(jobs)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _retry(self, op: Any) -> None:
+        for attempt in range(60):
+            try:
+                await op()
+                return
+            except UNAVAILABLE_ERRORS as exc:
+                log.warning("worker_redis_wait", error=str(exc), attempt=attempt)
+                await asyncio.sleep(0.5)
+        raise RuntimeError("Redis stayed unreachable for 30 s")
+
+    async def _next_jobs(self) -> list[Job]:
+        now = time.monotonic()
+        if now - self._last_reclaim >= 1.0:
+            self._last_reclaim = now
+            reclaimed = await self.queue.reclaim(self.settings.rooms, self.settings.claim_idle_ms)
+            if reclaimed:
+                metrics.JOBS.labels(self.name, "reclaimed").inc(len(reclaimed))
+                log.info("jobs_reclaimed", model=self.name, count=len(reclaimed))
+                return reclaimed
+        return await self.queue.read(self.settings.rooms, self.settings.batch, block_ms=1000)
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        """Expiring per-room liveness keys: elections leave out models whose keys lapsed."""
+        while not stop.is_set():
+            if self.healthy:
+                try:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for room in self.settings.rooms:
+                        key = keys.alive(room, self.name, self.settings.consumer)
+                        pipe.set(key, f"{time.time():.3f}", px=HEARTBEAT_TTL_MS)
+                    await pipe.execute()
+                except UNAVAILABLE_ERRORS:
+                    pass
+            await asyncio.sleep(1.0)
+
+    async def handle(self, jobs: list[Job]) -> None:
+        by_room: dict[str, list[Job]] = {}
+        for job in jobs:
+            by_room.setdefault(job.room, []).append(job)
+        for room, batch in by_room.items():
+            room_jobs = batch
+            for job in room_jobs:
+                metrics.QUEUE_TIME.labels(self.name).observe(job.queue_time)
+            answered = await self.queue.answered_cut(room)
+            if answered is not None:
+                stale = [
+                    j for j in room_jobs if parse_stream_id(j.cut) <= parse_stream_id(answered)
+                ]
+                if stale:
+                    metrics.JOBS.labels(self.name, "already_answered").inc(len(stale))
+                    await self.queue.ack(stale)
+                    room_jobs = [j for j in room_jobs if j not in stale]
+            if not room_jobs:
+                continue
+            if len(room_jobs) > 1:
+                metrics.JOBS.labels(self.name, "coalesced").inc(len(room_jobs) - 1)
+            metrics.JOBS.labels(self.name, "answered").inc()
+            await self._turn(room, room_jobs)
+
+    async def _turn(self, room: str, jobs: list[Job]) -> None:
+        """Answer one turn at the newest cut of ``jobs``, renewing their claim meanwhile."""
+        turn = newest(jobs)
+        renew = asyncio.create_task(self._renew(jobs))
+        self.busy = True
+        try:
+            await self._generate(room, turn, jobs)
+            await self.queue.mark_answered(room, turn.cut)
+            await self.queue.ack(jobs)
+        finally:
+            self.busy = False
+            renew.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renew
+
+    async def _renew(self, jobs: list[Job]) -> None:
+        while True:
+            await asyncio.sleep(self.settings.renew_interval_s)
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                await self.queue.renew(jobs)
+
+    async def _generate(self, room: str, turn: Job, jobs: list[Job]) -> None:
+        cfg = await self.rooms.get(room)
+        system_prompt = ""
+        if cfg is not None:
+            system_prompt = next((m.system_prompt for m in cfg.models if m.name == self.name), "")
+        entries = await self.timeline.read_until(room, turn.cut, self.settings.context_entries)
+        messages = build_prompt(
+            name=self.name,
+            room=room,
+            system_prompt=system_prompt,
+            entries=entries,
+            budget_tokens=self.settings.context_tokens,
+            count_tokens=self.backend.count_tokens,
+        )
+        base = {"model": self.name, "turn": turn.cut, "worker": self.settings.consumer}
+        await live.publish(self.redis, room, {"type": "start", **base})
+        started = time.monotonic()
+        first: float | None = None
+        parts: list[str] = []
+        outcome, problem = "ok", ""
+        try:
+            async for delta in self.backend.stream_chat(
+                messages,
+                max_tokens=self.settings.max_tokens,
+                temperature=self.settings.temperature,
+                seed=self.settings.seed,
+                timeout_s=self.settings.generation_timeout_s,
+            ):
+                if not delta:
+                    continue
+                if first is None:
+                    first = time.monotonic() - started
+                    metrics.FIRST_TOKEN.labels(self.name).observe(first)
+                parts.append(delta)
+                metrics.TOKENS.labels(self.name).inc()
+                await live.publish(
+                    self.redis, room, {"type": "delta", "seq": len(parts), "text": delta, **base}
+                )
+            self.healthy = True
+        except GenerationTimeout:
+            outcome = "timeout"
+        except ModelNotFound as exc:
+            outcome, problem = "model_not_found", str(exc)
+        except BackendUnavailable as exc:
+            outcome, problem = "unavailable", str(exc)
+            self.healthy = False
+        except BackendError as exc:
+            outcome, problem = "error", str(exc)
+        total = time.monotonic() - started
+        metrics.BACKEND_UP.labels(self.name).set(1 if self.healthy else 0)
+        self.generations += 1
+        text = clean_answer("".join(parts), self.name)
+        if not text and outcome == "ok":
+            outcome, problem = "empty", "the model returned an empty answer"
+        metrics.GENERATIONS.labels(self.name, outcome).inc()
+        await live.publish(self.redis, room, {"type": "end", "outcome": outcome, **base})
+        meta = {
+            "model": self.name,
+            "turn": turn.cut,
+            "cut": turn.cut,
+            "jobs": len(jobs),
+            "reason": turn.reason,
+            "backend": self.backend.name,
+            "tokens": len(parts),
+            "first_token_s": round(first, 4) if first is not None else None,
+            "total_s": round(total, 4),
+            "queue_s": round(turn.queue_time, 4),
+            "outcome": outcome,
+            "worker": self.settings.consumer,
+        }
+        if self.settings.record_prompt:
+            meta["prompt"] = [m.model_dump() for m in messages]
+        if text:
+            if outcome == "timeout":
+                meta["truncated"] = True
+            answer = NewEntry(
+                msg_id=f"ans.{self.name}.{turn.cut}",
+                kind=EntryKind.MODEL,
+                author=self.name,
+                text=text,
+                meta=meta,
+            )
+            await self.router.post(room, answer)
+        if outcome != "ok":
+            reason = (
+                problem or f"the answer was cut off after {self.settings.generation_timeout_s:g} s"
+            )
+            note = NewEntry(
+                msg_id=f"err.{self.name}.{turn.cut}",
+                kind=EntryKind.SYSTEM,
+                author="system",
+                text=f"@{self.name} could not answer fully: {reason}",
+                meta=meta,
+            )
+            await self.timeline.append(room, note)
+            log.warning(
+                "generation_problem", model=self.name, room=room, outcome=outcome, problem=problem
+            )
+        log.info(
+            "turn_answered",
+            model=self.name,
+            room=room,
+            cut=turn.cut,
+            jobs=len(jobs),
+            tokens=len(parts),
+            total_s=round(total, 3),
+            outcome=outcome,
+        )

@@ -1,0 +1,72 @@
+"""Storing a message and its jobs atomically, against a real redis-server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from llmchat import keys
+from llmchat.models import EntryKind, NewEntry, RoomCreate, RoomMode, RoomModel
+from llmchat.rooms import RoomStore
+from llmchat.router import Router
+from llmchat.timeline import Timeline
+from tests.support.procs import RedisServer
+
+
+async def setup(url: str, mode: RoomMode) -> tuple[aioredis.Redis, Router, Timeline]:
+    r = aioredis.Redis.from_url(url, decode_responses=True)
+    store = RoomStore(r)
+    room = await store.create(
+        RoomCreate(name="lobby", mode=mode, models=[RoomModel(name="ada"), RoomModel(name="bob")])
+    )
+    await store.join(room, "alice")
+    tl = Timeline(r)
+    return r, Router(r, tl, max_model_streak=2), tl
+
+
+async def test_all_mode_writes_one_job_per_model_with_the_message_as_cut(
+    redis_server: RedisServer,
+) -> None:
+    r, router, tl = await setup(redis_server.url, RoomMode.ALL)
+    res = await router.post("lobby", NewEntry(msg_id="h1", author="alice", text="hi"))
+    cut = res.append.entry.id
+    for model in ("ada", "bob"):
+        jobs: Any = await r.xrange(keys.jobs("lobby", model))
+        assert len(jobs) == 1
+        assert jobs[0][1]["cut"] == cut and jobs[0][1]["msg"] == "h1"
+    assert res.append.entry.meta["route"] == {"models": ["ada", "bob"], "reason": "all"}
+    # the same message id again: stored once, and no second job
+    again = await router.post("lobby", NewEntry(msg_id="h1", author="alice", text="hi"))
+    assert again.append.duplicate and again.append.entry.id == cut
+    assert await r.xlen(keys.jobs("lobby", "ada")) == 1
+    assert await tl.length("lobby") == 1
+    await r.aclose()
+
+
+async def test_unknown_mention_gets_a_system_notice(redis_server: RedisServer) -> None:
+    r, router, tl = await setup(redis_server.url, RoomMode.LEADER)
+    res = await router.post("lobby", NewEntry(author="alice", text="@zed are you there?"))
+    assert res.notice is not None
+    assert "@zed" in res.notice.text and "@ada" in res.notice.text
+    entries = await tl.read_after("lobby")
+    assert [e.kind for e in entries] == [EntryKind.HUMAN, EntryKind.SYSTEM]
+    assert await r.xlen(keys.jobs("lobby", "ada")) == 1  # leader fallback still answers
+    await r.aclose()
+
+
+async def test_model_chain_is_capped_until_a_person_speaks(redis_server: RedisServer) -> None:
+    r, router, _ = await setup(redis_server.url, RoomMode.LEADER)
+    await router.post("lobby", NewEntry(author="alice", text="@ada start"))
+    for i in range(3):
+        who, other = ("ada", "bob") if i % 2 == 0 else ("bob", "ada")
+        res = await router.post(
+            "lobby", NewEntry(kind=EntryKind.MODEL, author=who, text=f"@{other} your turn {i}")
+        )
+        assert res.route.targets == ([other] if i < 2 else [])
+    assert res.route.capped and res.notice is not None
+    res = await router.post("lobby", NewEntry(author="alice", text="@bob go on"))
+    assert res.route.targets == ["bob"]
+    res = await router.post("lobby", NewEntry(kind=EntryKind.MODEL, author="bob", text="@ada ok"))
+    assert res.route.targets == ["ada"]
+    await r.aclose()

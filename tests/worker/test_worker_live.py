@@ -1,0 +1,194 @@
+"""model-worker with the real local model (SmolLM2 through llama.cpp), end to end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from llmchat.client import RoomClient
+from tests.support.procs import ChatService, ModelWorker
+from tests.worker.conftest import make_room
+
+pytestmark = pytest.mark.model
+
+
+def history(svc: ChatService, room: str = "lobby") -> list[dict[str, Any]]:
+    r = httpx.get(
+        svc.url + f"/api/v1/rooms/{room}/messages", params={"after": "0-0", "limit": 10000}
+    )
+    return list(r.json()["entries"])
+
+
+class Recorder:
+    """A client that records entries and live events in arrival order."""
+
+    def __init__(self, svc: ChatService, room: str, name: str) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.client = RoomClient(
+            [svc.url],
+            room,
+            name,
+            on_entry=lambda e: self.events.append(("entry", e)),
+            on_live=lambda e: self.events.append(("live", e)),
+        )
+
+    def answers(self) -> list[dict[str, Any]]:
+        return [e for k, e in self.events if k == "entry" and e["kind"] == "model"]
+
+
+async def test_all_room_same_cut_live_deltas_and_next_turn_context(
+    service: ChatService, worker_factory: Callable[..., ModelWorker]
+) -> None:
+    make_room(service, "lobby", "all", ["ada", "bob"])
+    for name in ("ada", "bob"):
+        worker_factory(name, LLMCHAT_RECORD_PROMPT="1", LLMCHAT_MAX_TOKENS="40")
+    rec = Recorder(service, "lobby", "alice")
+    await rec.client.start()
+
+    ack = await rec.client.post("Hello models, name a colour.")
+    await rec.client.wait_for(lambda es: sum(e["kind"] == "model" for e in es) == 2, timeout=90)
+    first = rec.answers()
+    assert sorted(a["author"] for a in first) == ["ada", "bob"]
+    assert all(a["meta"]["cut"] == ack["cursor"] for a in first)
+    assert all(a["text"].strip() for a in first)
+    ada, bob = sorted(first, key=lambda a: a["author"])
+    # same cut, same context: identical apart from each model's own system message
+    assert ada["meta"]["prompt"][1:] == bob["meta"]["prompt"][1:]
+    assert ada["meta"]["prompt"][0] != bob["meta"]["prompt"][0]
+    assert "Hello models, name a colour." in ada["meta"]["prompt"][1]["content"]
+    # live deltas of each model arrived before its final entry
+    for answer in first:
+        final_at = rec.events.index(("entry", answer))
+        deltas = [
+            i
+            for i, (k, e) in enumerate(rec.events)
+            if k == "live" and e.get("type") == "delta" and e["model"] == answer["author"]
+        ]
+        assert deltas, f"no live deltas from {answer['author']}"
+        assert max(deltas) < final_at
+        text = "".join(rec.events[i][1]["text"] for i in deltas)
+        assert text.strip().startswith(answer["text"][:10].strip())
+
+    # the next turn's context contains the previous turn's answers
+    await rec.client.post("Thanks. Now name an animal.")
+    await rec.client.wait_for(lambda es: sum(e["kind"] == "model" for e in es) == 4, timeout=90)
+    second = rec.answers()[2:]
+    for answer in second:
+        context = answer["meta"]["prompt"][1]["content"]
+        assert f"ada: {ada['text'].strip()[:30]}" in context
+        assert f"bob: {bob['text'].strip()[:30]}" in context
+    await rec.client.close()
+
+
+async def test_mention_reaches_that_model_only_and_unknown_name_is_explained(
+    service: ChatService, worker_factory: Callable[..., ModelWorker]
+) -> None:
+    make_room(service, "lobby", "all", ["ada", "bob"])
+    workers = {n: worker_factory(n, LLMCHAT_MAX_TOKENS="24") for n in ("ada", "bob")}
+    rec = Recorder(service, "lobby", "alice")
+    await rec.client.start()
+    await rec.client.post("@bob just you, please say hi")
+    await rec.client.wait_for(lambda es: any(e["kind"] == "model" for e in es), timeout=90)
+    await rec.client.post("@nobody are you here?")
+    await rec.client.wait_for(lambda es: any(e["kind"] == "system" for e in es), timeout=10)
+    await asyncio.sleep(2.0)  # would-be extra answers have time to show up
+    entries = history(service)
+    assert [e["author"] for e in entries if e["kind"] == "model"][:1] == ["bob"]
+    assert workers["ada"].metric("llmchat_generations_total") == 0 or all(
+        e["meta"]["reason"] != "mention" for e in entries if e["author"] == "ada"
+    )
+    notice = next(e for e in entries if e["kind"] == "system")
+    assert "@nobody" in notice["text"] and "@ada" in notice["text"] and "@bob" in notice["text"]
+    await rec.client.close()
+
+
+async def test_two_replicas_split_jobs_and_a_sigkilled_one_is_taken_over(
+    service: ChatService, worker_factory: Callable[..., ModelWorker]
+) -> None:
+    make_room(service, "lobby", "leader", ["ada"])
+    env = {"LLMCHAT_MAX_TOKENS": "120", "LLMCHAT_CLAIM_IDLE_MS": "1500", "LLMCHAT_BATCH": "1"}
+    w1 = worker_factory("ada", **env)
+    w2 = worker_factory("ada", **env)
+    rec = Recorder(service, "lobby", "alice")
+    await rec.client.start()
+
+    # both replicas take jobs: post from several people at once
+    cuts = [(await rec.client.post(f"question {i}: say something"))["cursor"] for i in range(4)]
+    await rec.client.wait_for(
+        lambda es: {e["meta"].get("cut") for e in es if e["kind"] == "model"} >= {cuts[-1]},
+        timeout=120,
+    )
+    workers_used = {a["meta"]["worker"] for a in rec.answers()}
+    assert workers_used == {w1.consumer, w2.consumer}, workers_used
+
+    # SIGKILL the replica generating the next answer, mid-generation
+    rec.events.clear()
+    ack = await rec.client.post("Tell me a long story about a lighthouse.")
+    async with asyncio.timeout(60):
+        while True:
+            starts = [e for k, e in rec.events if k == "live" and e.get("type") == "delta"]
+            if starts:
+                break
+            await asyncio.sleep(0.02)
+    victim = w1 if starts[0]["worker"] == w1.consumer else w2
+    survivor = w2 if victim is w1 else w1
+    victim.kill()
+    await rec.client.wait_for(
+        lambda es: any(e["kind"] == "model" and e["meta"]["cut"] == ack["cursor"] for e in es),
+        timeout=120,
+    )
+    await asyncio.sleep(3.0)
+    answers = [
+        e for e in history(service) if e["kind"] == "model" and e["meta"]["cut"] == ack["cursor"]
+    ]
+    assert len(answers) == 1
+    assert answers[0]["meta"]["worker"] == survivor.consumer
+    assert survivor.metric("llmchat_jobs_total", how="reclaimed") >= 1
+    await rec.client.close()
+
+
+async def test_storm_of_500_messages_is_stored_in_order_and_coalesced(
+    service: ChatService, worker_factory: Callable[..., ModelWorker]
+) -> None:
+    make_room(service, "lobby", "leader", ["ada"])
+    w = worker_factory("ada", LLMCHAT_MAX_TOKENS="32")
+    clients = [RoomClient([service.url], "lobby", f"user{i}") for i in range(5)]
+    for c in clients:
+        await c.start()
+
+    async def burst(c: RoomClient, n: int) -> list[str]:
+        acks = await asyncio.gather(
+            *(c.post(f"{c.name} storm {i}", msg_id=f"{c.name}-{i}") for i in range(n))
+        )
+        return [a["cursor"] for a in acks]
+
+    t0 = asyncio.get_running_loop().time()
+    await asyncio.gather(*(burst(c, 100) for c in clients))
+    burst_s = asyncio.get_running_loop().time() - t0
+    human = [e for e in history(service) if e["kind"] == "human"]
+    assert len(human) == 500
+    for c in clients:
+        mine = [e["msg_id"] for e in human if e["author"] == c.name]
+        assert mine == [f"{c.name}-{i}" for i in range(100)]  # each sender's order kept
+
+    last_cut = human[-1]["id"]
+    await clients[0].wait_for(
+        lambda es: any(e["kind"] == "model" and e["meta"]["cut"] == last_cut for e in es),
+        timeout=180,
+    )
+    answers = [e for e in history(service) if e["kind"] == "model"]
+    generations = w.metric("llmchat_generations_total")
+    max_queue = max(a["meta"]["queue_s"] for a in answers)
+    print(
+        f"\nstorm: burst {burst_s:.2f}s, generations {generations:.0f} for 500 messages, "
+        f"answers {len(answers)}, max queue time {max_queue:.2f}s"
+    )
+    assert generations == len(answers)
+    assert generations <= 50, "storm was not coalesced"
+    assert max_queue < 60
+    for c in clients:
+        await c.close()
