@@ -59,4 +59,36 @@ def leader(room: str) -> str:
 
 def alive(room: str, model: str, consumer: str) -> str:
     """Expiring heartbeat of one replica of a model serving a room (health for elections)."""
-    return f"{PREFIX}:room:{{{room}}}:alive:{model}:{consumer}"
+    return f"{alive_prefix(room)}{model}:{consumer}"
+
+
+def ratings(room: str) -> str:
+    """Hash of model -> rating JSON (Elo, games, wins, losses, ties)."""
+    return f"{PREFIX}:room:{{{room}}}:ratings"
+
+
+def rounds(room: str) -> str:
+    """Stream of rounds for the judge: a cut and the models asked (consumer group 'judges')."""
+    return f"{PREFIX}:room:{{{room}}}:rounds"
+
+
+def turns(room: str) -> str:
+    """Counter of human turns, for periodic rounds in leader mode."""
+    return f"{PREFIX}:room:{{{room}}}:turns"
+
+
+def round_due(room: str) -> str:
+    """Set when the leader changed because it failed: the next human turn is a full round."""
+    return f"{PREFIX}:room:{{{room}}}:round-due"
+
+
+LEADER_QUEUE = "_leader"
+
+
+def room_lease(room: str) -> str:
+    """The room's leadership lease (local mode; on Kubernetes a coordination.k8s.io Lease)."""
+    return f"{PREFIX}:room:{{{room}}}:lease"
+
+
+def alive_prefix(room: str) -> str:
+    return f"{PREFIX}:room:{{{room}}}:alive:"

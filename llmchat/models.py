@@ -87,6 +87,12 @@ class RoomCreate(BaseModel):
     title: str = Field(default="", max_length=200, description="Human-readable title.")
     mode: RoomMode = Field(default=RoomMode.LEADER)
     models: list[RoomModel] = Field(default_factory=list, max_length=16)
+    round_every: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description="In leader mode every Nth human turn asks all models and is judged (0: never).",
+    )
 
     @field_validator("models")
     @classmethod

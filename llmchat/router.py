@@ -1,12 +1,15 @@
 """The router: which models answer a message.
 
-``decide`` is a pure function of the room, the message and the room's state (leader, members,
-how many model replies in a row): ``@model`` mentions first; otherwise the room's mode, where
-``leader`` asks the leader alone and ``all`` asks every model. A model's answer that mentions
-another model asks that model too, until the room's cap on consecutive model replies.
+``decide`` is a pure function of the room, the message and the room's state: ``@model`` mentions
+first; otherwise the room's mode. In ``leader`` mode the turn goes to the leader queue, which only
+the holder of the room's leadership lease reads (so a failover needs no re-routing); every Nth
+turn, and the first turn after a leader failed, is a round that asks every model and is judged.
+In ``all`` mode every turn is a round. A model's answer that mentions another model asks that
+model too, until the room's cap on consecutive model replies.
 
-``post`` stores the message and writes the jobs in one Lua script, so a message is never stored
-without its jobs (or the other way round), and a repeated message id enqueues nothing.
+``Router.post`` stores the message, writes its jobs and records its round in one Lua script, so a
+message is never stored without its jobs, and a repeated message id enqueues nothing. A leader's
+answer carries a fence (the lease and its term): if the lease has moved on, it is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from llmchat import keys
+from llmchat.keys import LEADER_QUEUE
+from llmchat.lease import FENCE_LUA, now_ms
 from llmchat.models import Entry, EntryKind, NewEntry, Room, RoomMode
 from llmchat.timeline import AppendResult, RoomNotFoundError, Timeline
 
@@ -27,6 +32,8 @@ MENTION_RE = re.compile(r"(?<![\w@])@([A-Za-z0-9][A-Za-z0-9_.-]{0,39})")
 EVERYONE = frozenset({"all", "everyone", "models"})
 #: Cap on a job queue's length (approximate trimming keeps XADD O(1)).
 QUEUE_MAXLEN = 10_000
+#: Seconds the judge waits for a round's answers before judging what it has.
+ROUND_DEADLINE_S = 120.0
 
 
 def mentions(text: str) -> list[str]:
@@ -39,10 +46,17 @@ def mentions(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Route:
+    """Queues to write a job to (model names, or the leader queue) and why."""
+
     targets: list[str]
     reason: str
     unknown: list[str] = field(default_factory=list)
     capped: bool = False
+
+    @property
+    def is_round(self) -> bool:
+        """A turn answered by several models, from one cut: the judge scores it."""
+        return len([t for t in self.targets if t != LEADER_QUEUE]) >= 2
 
 
 def decide(
@@ -51,12 +65,16 @@ def decide(
     kind: EntryKind,
     author: str,
     text: str,
-    leader: str | None,
     members: set[str],
     streak: int,
     max_model_streak: int,
+    turn: int = 1,
+    round_due: bool = False,
 ) -> Route:
-    """Which models answer this message, and why (pure: no I/O)."""
+    """Which queues get a job for this message, and why (pure: no I/O).
+
+    ``turn`` is the number this human message will have among the room's human turns.
+    """
     models = room.model_names()
     named = mentions(text)
     lowered = [n.lower() for n in named]
@@ -83,14 +101,20 @@ def decide(
         return Route(wanted, "mention", unknown)
     if room.mode == RoomMode.ALL:
         return Route(list(models), "all", unknown)
-    chosen = leader if leader in models else models[0]
-    return Route([chosen], "leader" if leader in models else "leader-fallback", unknown)
+    if len(models) >= 2 and round_due:
+        return Route(list(models), "round-after-failover", unknown)
+    if len(models) >= 2 and room.round_every and turn % room.round_every == 0:
+        return Route(list(models), "round", unknown)
+    return Route([LEADER_QUEUE], "leader", unknown)
 
 
-# KEYS: meta, timeline, msgids, streak, queue_1..queue_n
-# ARGV: msg_id, payload, streak_mode ("reset" | "incr" | "keep"), reason, enqueued_at, maxlen,
-#       model_1..model_n
-_POST_LUA = """
+# KEYS: meta, timeline, msgids, streak, turns, round_due, rounds, fence_lease, queue_1..n
+# ARGV: msg_id, payload, streak_mode ("reset"|"incr"|"keep"), reason, enqueued_at, maxlen,
+#       is_round ("1"|"0"), models_json, fence_holder ("" = no fence), fence_term, now_ms,
+#       target_1..n
+_POST_LUA = (
+    FENCE_LUA
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('NOROOM room does not exist')
 end
@@ -98,19 +122,42 @@ local existing = redis.call('HGET', KEYS[3], ARGV[1])
 if existing then
   return {existing, 1}
 end
+if ARGV[9] ~= '' and fenced(KEYS[8], ARGV[9], ARGV[10], ARGV[11]) then
+  return redis.error_reply('FENCED the leadership lease has moved on')
+end
 local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[1], 'd', ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], id)
 if ARGV[3] == 'reset' then
   redis.call('SET', KEYS[4], 0)
+  redis.call('INCR', KEYS[5])
 elseif ARGV[3] == 'incr' then
   redis.call('INCR', KEYS[4])
 end
-for i = 5, #KEYS do
+for i = 9, #KEYS do
   redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[6], '*',
-    'cut', id, 'msg', ARGV[1], 'reason', ARGV[4], 'ts', ARGV[5], 'model', ARGV[i + 2])
+    'cut', id, 'msg', ARGV[1], 'reason', ARGV[4], 'ts', ARGV[5], 'model', ARGV[i + 3])
+end
+if ARGV[7] == '1' then
+  redis.call('DEL', KEYS[6])
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[6], '*',
+    'cut', id, 'msg', ARGV[1], 'models', ARGV[8], 'ts', ARGV[5], 'reason', ARGV[4])
 end
 return {id, 0}
 """
+)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Post only while ``holder`` still holds the lease at ``key`` in ``term``."""
+
+    key: str
+    holder: str
+    term: int
+
+
+class FencedError(RuntimeError):
+    """A leader's write was refused: the lease has a new holder or term."""
 
 
 @dataclass(frozen=True)
@@ -141,14 +188,15 @@ class Router:
         self._post = redis.register_script(_POST_LUA)
         self.max_model_streak = max_model_streak
 
-    async def post(self, room_name: str, entry: NewEntry) -> PostResult:
+    async def post(self, room_name: str, entry: NewEntry, fence: Fence | None = None) -> PostResult:
         """Store ``entry`` and enqueue the jobs it calls for (one round trip to read the room)."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.get(keys.room_meta(room_name))
         pipe.hkeys(keys.members(room_name))
         pipe.get(keys.model_streak(room_name))
-        pipe.get(keys.leader(room_name))
-        meta, member_keys, streak_raw, leader_raw = await pipe.execute()
+        pipe.get(keys.turns(room_name))
+        pipe.exists(keys.round_due(room_name))
+        meta, member_keys, streak_raw, turns_raw, due = await pipe.execute()
         if not meta:
             raise RoomNotFoundError(room_name)
         room = Room.model_validate_json(meta)
@@ -157,25 +205,31 @@ class Router:
             kind=entry.kind,
             author=entry.author,
             text=entry.text,
-            leader=parse_leader(leader_raw),
             members=set(cast(list[str], member_keys)),
             streak=int(streak_raw or 0),
             max_model_streak=self.max_model_streak,
+            turn=int(turns_raw or 0) + 1,
+            round_due=bool(due),
         )
         if route.targets:
-            entry.meta = {**entry.meta, "route": {"models": route.targets, "reason": route.reason}}
+            entry.meta = {**entry.meta, "route": {"to": route.targets, "reason": route.reason}}
         mode = {EntryKind.HUMAN: "reset", EntryKind.MODEL: "incr"}.get(entry.kind, "keep")
         payload = json.dumps(
             entry.model_dump(mode="json"), separators=(",", ":"), ensure_ascii=False
         )
+        round_models = [t for t in route.targets if t != LEADER_QUEUE]
         try:
             res = await self._post(
                 keys=[
-                    keys.room_meta(room.name),
-                    keys.timeline(room.name),
-                    keys.message_ids(room.name),
-                    keys.model_streak(room.name),
-                    *(keys.jobs(room.name, m) for m in route.targets),
+                    keys.room_meta(room_name),
+                    keys.timeline(room_name),
+                    keys.message_ids(room_name),
+                    keys.model_streak(room_name),
+                    keys.turns(room_name),
+                    keys.round_due(room_name),
+                    keys.rounds(room_name),
+                    fence.key if fence else keys.room_lease(room_name),
+                    *(keys.jobs(room_name, m) for m in route.targets),
                 ],
                 args=[
                     entry.msg_id,
@@ -184,21 +238,26 @@ class Router:
                     route.reason,
                     f"{time.time():.6f}",
                     QUEUE_MAXLEN,
+                    "1" if route.is_round else "0",
+                    json.dumps(round_models),
+                    fence.holder if fence else "",
+                    str(fence.term) if fence else "",
+                    now_ms(),
                     *route.targets,
                 ],
             )
         except aioredis.ResponseError as exc:
             if str(exc).startswith("NOROOM"):
-                raise RoomNotFoundError(room.name) from exc
+                raise RoomNotFoundError(room_name) from exc
+            if str(exc).startswith("FENCED"):
+                raise FencedError(str(exc)) from exc
             raise
         stream_id, duplicate = str(res[0]), bool(int(res[1]))
         if duplicate:
-            stored = await self._timeline.get(room.name, stream_id)
-            result = AppendResult(
-                stored or Entry(**entry.model_dump(), id=stream_id, room=room.name), True
-            )
-            return PostResult(result, Route([], "duplicate"))
-        result = AppendResult(Entry(**entry.model_dump(), id=stream_id, room=room.name), False)
+            stored = await self._timeline.get(room_name, stream_id)
+            entry_out = stored or Entry(**entry.model_dump(), id=stream_id, room=room_name)
+            return PostResult(AppendResult(entry_out, True), Route([], "duplicate"))
+        result = AppendResult(Entry(**entry.model_dump(), id=stream_id, room=room_name), False)
         notice = await self._notices(room, entry, route)
         return PostResult(result, route, notice)
 

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat_service import metrics
-from chat_service.api import health, messages, rooms, ws
+from chat_service.api import health, messages, rooms, standings, ws
 from chat_service.api.errors import error_response, install
 from chat_service.hub import Hub
 from chat_service.settings import ChatServiceSettings
@@ -131,7 +131,7 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
     install(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.include_router(health.router)
-    for module in (rooms, messages, ws):
+    for module in (rooms, messages, standings, ws):
         app.include_router(module.router, prefix="/api/v1")
 
     @app.get("/", include_in_schema=False)

@@ -1,1 +1,1 @@
-"""Placeholder: built in its own issue."""
+"""The judge: scores each round's answers, publishes verdicts, updates the room's ratings."""

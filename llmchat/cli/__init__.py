@@ -127,6 +127,39 @@ def model_worker(
     run(settings)
 
 
+@app.command("judge")
+def judge(
+    rooms: Annotated[
+        str | None, typer.Option(help="Rooms, comma-separated [LLMCHAT_ROOMS].")
+    ] = None,
+    judge_provider: Annotated[
+        str | None, typer.Option(help="local or gemini [LLMCHAT_JUDGE_PROVIDER].")
+    ] = None,
+    judge_model: Annotated[
+        str | None, typer.Option(help="Judge model [LLMCHAT_JUDGE_MODEL].")
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis URL [LLMCHAT_REDIS_URL].")] = None,
+    port: Annotated[int | None, typer.Option(help="Health/metrics port [LLMCHAT_PORT].")] = None,
+) -> None:
+    """Run the judge: score each round's answers, publish verdicts, update ratings."""
+    from judge.main import run
+    from judge.settings import JudgeSettings
+
+    try:
+        settings = JudgeSettings(
+            **_overrides(  # type: ignore[arg-type]
+                rooms=rooms,
+                judge_provider=judge_provider,
+                judge_model=judge_model,
+                redis_url=redis_url,
+                port=port,
+            )
+        )
+    except ValidationError as exc:
+        raise fail_settings(exc) from exc
+    run(settings)
+
+
 @app.command("up")
 def up(
     port: Annotated[int, typer.Option(help="The one address clients use.")] = 8000,

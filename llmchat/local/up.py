@@ -152,6 +152,22 @@ def plan(cfg: UpConfig, python: str = sys.executable) -> list[ProcessSpec]:
             )
         )
         port += 1
+    if cfg.judge:
+        specs.append(
+            ProcessSpec(
+                name="judge",
+                role="judge",
+                argv=[python, "-m", "llmchat", "judge"],
+                env={
+                    **common,
+                    "LLMCHAT_ROOMS": cfg.room,
+                    "LLMCHAT_PORT": str(port),
+                    "LLMCHAT_CONSUMER": "judge-1",
+                },
+                url=f"http://127.0.0.1:{port}",
+                health_url=f"http://127.0.0.1:{port}/readyz",
+            )
+        )
     return specs
 
 

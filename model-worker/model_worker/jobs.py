@@ -37,6 +37,7 @@ return 1
 @dataclass(frozen=True)
 class Job:
     room: str
+    queue: str  # the model's name, or the leader queue
     job_id: str
     cut: str
     msg: str
@@ -48,11 +49,12 @@ class Job:
         return max(0.0, time.time() - self.enqueued_at)
 
 
-def parse_job(room: str, job_id: str, fields: dict[str, str]) -> Job:
+def parse_job(room: str, queue: str, job_id: str, fields: dict[str, str]) -> Job:
     cut = fields.get("cut", "")
     parse_stream_id(cut)
     return Job(
         room=room,
+        queue=queue,
         job_id=job_id,
         cut=cut,
         msg=fields.get("msg", ""),
@@ -61,83 +63,82 @@ def parse_job(room: str, job_id: str, fields: dict[str, str]) -> Job:
     )
 
 
-class JobQueue:
-    """The queues of one model across the rooms it serves."""
+#: (room, queue) pairs: a worker reads its own queue in each room, and the leader queue of
+#: the rooms it leads.
+Stream = tuple[str, str]
 
-    def __init__(self, redis: aioredis.Redis, model: str, consumer: str) -> None:
+
+class JobQueue:
+    """Job streams read by one consumer (one replica of a model)."""
+
+    def __init__(self, redis: aioredis.Redis, consumer: str) -> None:
         self._redis = redis
-        self.model = model
         self.consumer = consumer
         self._advance = redis.register_script(_ADVANCE_LUA)
 
-    def key(self, room: str) -> str:
-        return keys.jobs(room, self.model)
+    @staticmethod
+    def key(room: str, queue: str) -> str:
+        return keys.jobs(room, queue)
 
-    async def ensure_group(self, room: str) -> None:
+    async def ensure_group(self, room: str, queue: str) -> None:
         try:
-            await self._redis.xgroup_create(self.key(room), GROUP, id="0", mkstream=True)
+            await self._redis.xgroup_create(self.key(room, queue), GROUP, id="0", mkstream=True)
         except aioredis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read(self, rooms: list[str], count: int, block_ms: int) -> list[Job]:
+    async def read(self, streams: list[Stream], count: int, block_ms: int) -> list[Job]:
         """New jobs for this consumer (blocking up to ``block_ms``)."""
-        streams: dict[Any, Any] = {self.key(r): ">" for r in rooms}
+        by_key = {self.key(r, q): (r, q) for r, q in streams}
+        wanted: dict[Any, Any] = dict.fromkeys(by_key, ">")
         resp = await self._redis.xreadgroup(
-            GROUP, self.consumer, streams, count=count, block=block_ms
+            GROUP, self.consumer, wanted, count=count, block=block_ms
         )
-        return self._parse({self.key(r): r for r in rooms}, resp)
+        jobs: list[Job] = []
+        for stream, rows in cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], resp or []):
+            if str(stream) in by_key:
+                room, queue = by_key[str(stream)]
+                jobs.extend(parse_job(room, queue, jid, fields) for jid, fields in rows)
+        return jobs
 
-    async def reclaim(self, rooms: list[str], min_idle_ms: int, count: int = 100) -> list[Job]:
+    async def reclaim(self, streams: list[Stream], min_idle_ms: int, count: int = 100) -> list[Job]:
         """Jobs whose holder stopped renewing its claim for ``min_idle_ms`` (crashed replica)."""
         jobs: list[Job] = []
-        for room in rooms:
+        for room, queue in streams:
             resp = await self._redis.xautoclaim(
-                self.key(room), GROUP, self.consumer, min_idle_ms, "0-0", count=count
+                self.key(room, queue), GROUP, self.consumer, min_idle_ms, "0-0", count=count
             )
             rows = cast(list[tuple[str, dict[str, str] | None]], resp[1])
-            jobs.extend(parse_job(room, jid, f) for jid, f in rows if f)
+            jobs.extend(parse_job(room, queue, jid, f) for jid, f in rows if f)
         return jobs
+
+    def _by_stream(self, jobs: list[Job]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for job in jobs:
+            out.setdefault(self.key(job.room, job.queue), []).append(job.job_id)
+        return out
 
     async def renew(self, jobs: list[Job]) -> None:
         """Reset the idle time of jobs we are working on, so nobody reclaims them."""
-        by_room: dict[str, list[str]] = {}
-        for job in jobs:
-            by_room.setdefault(job.room, []).append(job.job_id)
-        for room, ids in by_room.items():
-            await self._redis.xclaim(
-                self.key(room), GROUP, self.consumer, 0, list[Any](ids), justid=True
-            )
+        for key, ids in self._by_stream(jobs).items():
+            await self._redis.xclaim(key, GROUP, self.consumer, 0, list[Any](ids), justid=True)
 
     async def ack(self, jobs: list[Job]) -> None:
-        by_room: dict[str, list[str]] = {}
-        for job in jobs:
-            by_room.setdefault(job.room, []).append(job.job_id)
-        for room, ids in by_room.items():
+        for key, ids in self._by_stream(jobs).items():
             pipe = self._redis.pipeline(transaction=True)
-            pipe.xack(self.key(room), GROUP, *ids)
-            pipe.xdel(self.key(room), *ids)
+            pipe.xack(key, GROUP, *ids)
+            pipe.xdel(key, *ids)
             await pipe.execute()
 
-    async def answered_cut(self, room: str) -> str | None:
-        raw = await self._redis.hget(keys.answered(room), self.model)
+    async def answered_cut(self, room: str, queue: str) -> str | None:
+        raw = await self._redis.hget(keys.answered(room), queue)
         return str(raw) if raw else None
 
-    async def mark_answered(self, room: str, cut: str) -> None:
-        await self._advance(keys=[keys.answered(room)], args=[self.model, cut])
+    async def mark_answered(self, room: str, queue: str, cut: str) -> None:
+        await self._advance(keys=[keys.answered(room)], args=[queue, cut])
 
-    async def depth(self, rooms: list[str]) -> int:
+    async def depth(self, streams: list[Stream]) -> int:
         total = 0
-        for room in rooms:
-            total += int(await self._redis.xlen(self.key(room)))
+        for room, queue in streams:
+            total += int(await self._redis.xlen(self.key(room, queue)))
         return total
-
-    @staticmethod
-    def _parse(by_key: dict[str, str], resp: Any) -> list[Job]:
-        jobs: list[Job] = []
-        for stream, rows in cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], resp or []):
-            room = by_key.get(str(stream))
-            if room is None:
-                continue
-            jobs.extend(parse_job(room, jid, fields) for jid, fields in rows)
-        return jobs

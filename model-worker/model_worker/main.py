@@ -1,20 +1,14 @@
-"""Running a model-worker: the backend, the job loop, and /healthz + /metrics."""
+"""Running a model-worker: the backend, the job loop, and /healthz + /readyz + /metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-
+from llmchat.health_server import HealthServer
 from llmchat.logs import configure_logging, get_logger
-from llmchat.metrics import render
 from llmchat.redis_conn import create_redis
 from model_worker.backends import Backend, BackendSpec, create_backend
 from model_worker.settings import WorkerSettings
@@ -35,37 +29,6 @@ def backend_from_settings(settings: WorkerSettings) -> Backend:
     )
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the worker owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def health_app(worker: Worker) -> Starlette:
-    async def healthz(_: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "model": worker.name})
-
-    async def readyz(_: Request) -> JSONResponse:
-        ok = worker.healthy
-        body = {
-            "status": "ready" if ok else "degraded",
-            "model": worker.name,
-            "busy": worker.busy,
-            "generations": worker.generations,
-        }
-        return JSONResponse(body, status_code=200 if ok else 503)
-
-    async def metrics(_: Request) -> Response:
-        body, content_type = render()
-        return Response(body, media_type=content_type)
-
-    return Starlette(
-        routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
-    )
-
-
 async def serve(settings: WorkerSettings) -> None:
     backend = backend_from_settings(settings)
     redis = create_redis(settings.redis_url)
@@ -74,27 +37,30 @@ async def serve(settings: WorkerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server: uvicorn.Server | None = None
-    server_task: asyncio.Task[None] | None = None
+
+    def ready() -> tuple[bool, dict[str, Any]]:
+        leading = [room for room, e in worker.electors.items() if e.leading]
+        details = {
+            "model": worker.name,
+            "busy": worker.busy,
+            "leading": leading,
+            "generations": worker.generations,
+        }
+        return worker.healthy, details
+
+    health = HealthServer("model-worker", settings.host, settings.port, ready)
     if settings.port:
-        config = uvicorn.Config(
-            health_app(worker),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            lifespan="off",
-        )
-        server = _QuietServer(config)
-        server_task = asyncio.create_task(server.serve())
+        health.start()
     run = asyncio.create_task(worker.run(stop))
     await asyncio.wait([run, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
     stop.set()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(run), 5)
     run.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await run
-    if server is not None and server_task is not None:
-        server.should_exit = True
-        await server_task
+    if settings.port:
+        await health.stop()
     await backend.close()
     await redis.aclose()
     log.info("worker_stopped", model=settings.model_name)

@@ -26,3 +26,17 @@ GENERATIONS = Counter(name("generations_total"), "Generations by outcome.", ["mo
 JOBS = Counter(name("jobs_total"), "Jobs taken, by how they were handled.", ["model", "how"])
 TOKENS = Counter(name("generated_tokens_total"), "Text deltas generated.", ["model"])
 BACKEND_UP = Gauge(name("backend_up"), "1 while the model backend answers.", ["model"])
+
+ELECTIONS = Counter(
+    name("elections_total"), "Leaders elected, by room and reason.", ["room", "reason"]
+)
+ELECTION_TIME = Histogram(
+    name("leader_election_seconds"),
+    "Leader lost (lease expired or released) to a new leader.",
+    ["room"],
+    buckets=LATENCY_BUCKETS,
+)
+LEADER = Gauge(name("room_leader"), "1 for the model that leads the room.", ["room", "model"])
+FENCED = Counter(
+    name("fenced_answers_total"), "Answers refused because leadership moved on.", ["model"]
+)

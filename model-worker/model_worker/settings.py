@@ -6,7 +6,7 @@ import os
 import socket
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llmchat.logs import LogFormat
@@ -39,10 +39,24 @@ class WorkerSettings(BaseSettings):
     record_prompt: bool = Field(
         default=False, description="Store each turn's prompt in the answer's meta (debugging)."
     )
+    elections: bool = Field(default=True, description="Take part in the rooms' elections.")
+    lease_duration_s: float = Field(default=1.0, gt=0, le=60, description="Leadership lease.")
+    lease_renew_s: float = Field(default=0.25, gt=0, le=30, description="Renew interval.")
+    lease_retry_s: float = Field(default=0.1, gt=0, le=30, description="Campaign interval.")
+    hysteresis: float = Field(default=30.0, ge=0, le=1000, description="Elo margin to take over.")
+    min_tenure_s: float = Field(default=10.0, ge=0, le=3600, description="Least time leading.")
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=0, ge=0, le=65535, description="/healthz and /metrics; 0 = off.")
     log_level: str = Field(default="INFO")
     log_format: LogFormat = Field(default="json")
+
+    @model_validator(mode="after")
+    def _timings(self) -> WorkerSettings:
+        if not self.lease_renew_s < self.lease_duration_s:
+            raise ValueError("lease_renew_s must be shorter than lease_duration_s")
+        if self.claim_idle_ms / 1000 <= self.renew_interval_s:
+            raise ValueError("claim_idle_ms must be longer than renew_interval_s")
+        return self
 
     @field_validator("rooms", mode="before")
     @classmethod

@@ -16,12 +16,15 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from llmchat import keys, live
+from llmchat.election import ElectionPolicy
 from llmchat.ids import parse_stream_id
+from llmchat.keys import LEADER_QUEUE
+from llmchat.lease import LeaseTimings, RedisLease
 from llmchat.logs import get_logger
 from llmchat.models import EntryKind, NewEntry
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import RoomStore
-from llmchat.router import Router
+from llmchat.router import FencedError, Router
 from llmchat.timeline import Timeline
 from model_worker import metrics
 from model_worker.backends.base import (
@@ -31,7 +34,8 @@ from model_worker.backends.base import (
     GenerationTimeout,
     ModelNotFound,
 )
-from model_worker.jobs import Job, JobQueue
+from model_worker.elector import Elector
+from model_worker.jobs import Job, JobQueue, Stream
 from model_worker.prompt import build_prompt, clean_answer
 from model_worker.settings import WorkerSettings
 
@@ -53,17 +57,48 @@ class Worker:
         self.timeline = Timeline(redis)
         self.rooms = RoomStore(redis)
         self.router = Router(redis, self.timeline)
-        self.queue = JobQueue(redis, self.name, settings.consumer)
+        self.queue = JobQueue(redis, settings.consumer)
         self.generations = 0
         self.busy = False
         self.healthy = True
         self._last_reclaim = 0.0
+        timings = LeaseTimings(
+            duration_s=settings.lease_duration_s,
+            renew_every_s=settings.lease_renew_s,
+            retry_every_s=settings.lease_retry_s,
+        )
+        self.electors: dict[str, Elector] = {}
+        if settings.elections:
+            for room in settings.rooms:
+                lease = RedisLease(redis, f"room-{room}", timings.duration_s, keys.room_lease(room))
+                elector = Elector(
+                    redis=redis,
+                    room=room,
+                    model=self.name,
+                    holder=self.name,
+                    lease=lease,
+                    fence_key=lease.key,
+                    timings=timings,
+                    policy=ElectionPolicy(settings.hysteresis, settings.min_tenure_s),
+                    is_healthy=lambda: self.healthy,
+                )
+                elector.on_elected = lambda r=room: self._claim_leader_now.add(r)
+                self.electors[room] = elector
+        self._claim_leader_now: set[str] = set()
+
+    def streams(self) -> list[Stream]:
+        """Our own queue in each room, plus the leader queue of the rooms we lead."""
+        own = [(room, self.name) for room in self.settings.rooms]
+        led = [(room, LEADER_QUEUE) for room, e in self.electors.items() if e.leading]
+        return own + led
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         for room in self.settings.rooms:
-            await self._retry(lambda r=room: self.queue.ensure_group(r))
+            for queue in (self.name, LEADER_QUEUE):
+                await self._retry(lambda r=room, q=queue: self.queue.ensure_group(r, q))
         heartbeat = asyncio.create_task(self._heartbeat(stop))
+        electors = [asyncio.create_task(e.run()) for e in self.electors.values()]
         log.info(
             "worker_started",
             model=self.name,
@@ -82,9 +117,12 @@ class Worker:
                 if jobs:
                     await self.handle(jobs)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            for task in (heartbeat, *electors):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for elector in self.electors.values():
+                await elector.resign()
 
     async def _retry(self, op: Any) -> None:
         for attempt in range(60):
@@ -97,15 +135,24 @@ class Worker:
         raise RuntimeError("Redis stayed unreachable for 30 s")
 
     async def _next_jobs(self) -> list[Job]:
+        if self._claim_leader_now:
+            # a new leader takes over every pending leader job at once: the old holder lost its
+            # lease, so its claims are void (and its answers would be fenced)
+            rooms, self._claim_leader_now = self._claim_leader_now, set()
+            taken = await self.queue.reclaim([(r, LEADER_QUEUE) for r in rooms], min_idle_ms=0)
+            if taken:
+                metrics.JOBS.labels(self.name, "reclaimed").inc(len(taken))
+                return taken
         now = time.monotonic()
+        streams = self.streams()
         if now - self._last_reclaim >= 1.0:
             self._last_reclaim = now
-            reclaimed = await self.queue.reclaim(self.settings.rooms, self.settings.claim_idle_ms)
+            reclaimed = await self.queue.reclaim(streams, self.settings.claim_idle_ms)
             if reclaimed:
                 metrics.JOBS.labels(self.name, "reclaimed").inc(len(reclaimed))
                 log.info("jobs_reclaimed", model=self.name, count=len(reclaimed))
                 return reclaimed
-        return await self.queue.read(self.settings.rooms, self.settings.batch, block_ms=1000)
+        return await self.queue.read(streams, self.settings.batch, block_ms=250)
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         """Expiring per-room liveness keys: elections leave out models whose keys lapsed."""
@@ -122,14 +169,14 @@ class Worker:
             await asyncio.sleep(1.0)
 
     async def handle(self, jobs: list[Job]) -> None:
-        by_room: dict[str, list[Job]] = {}
+        groups: dict[tuple[str, str], list[Job]] = {}
         for job in jobs:
-            by_room.setdefault(job.room, []).append(job)
-        for room, batch in by_room.items():
+            groups.setdefault((job.room, job.queue), []).append(job)
+        for (room, queue), batch in groups.items():
             room_jobs = batch
             for job in room_jobs:
                 metrics.QUEUE_TIME.labels(self.name).observe(job.queue_time)
-            answered = await self.queue.answered_cut(room)
+            answered = await self.queue.answered_cut(room, queue)
             if answered is not None:
                 stale = [
                     j for j in room_jobs if parse_stream_id(j.cut) <= parse_stream_id(answered)
@@ -151,9 +198,9 @@ class Worker:
         renew = asyncio.create_task(self._renew(jobs))
         self.busy = True
         try:
-            await self._generate(room, turn, jobs)
-            await self.queue.mark_answered(room, turn.cut)
-            await self.queue.ack(jobs)
+            if await self._generate(room, turn, jobs):
+                await self.queue.mark_answered(room, turn.queue, turn.cut)
+                await self.queue.ack(jobs)
         finally:
             self.busy = False
             renew.cancel()
@@ -166,7 +213,8 @@ class Worker:
             with contextlib.suppress(*UNAVAILABLE_ERRORS):
                 await self.queue.renew(jobs)
 
-    async def _generate(self, room: str, turn: Job, jobs: list[Job]) -> None:
+    async def _generate(self, room: str, turn: Job, jobs: list[Job]) -> bool:
+        """Answer the turn; False when the answer was fenced (the jobs stay for the leader)."""
         cfg = await self.rooms.get(room)
         system_prompt = ""
         if cfg is not None:
@@ -238,17 +286,33 @@ class Worker:
         }
         if self.settings.record_prompt:
             meta["prompt"] = [m.model_dump() for m in messages]
+        as_leader = turn.queue == LEADER_QUEUE
+        fence = None
+        if as_leader:
+            elector = self.electors.get(room)
+            fence = elector.fence() if elector else None
+            meta["as_leader"] = True
+            meta["term"] = fence.term if fence else None
         if text:
             if outcome == "timeout":
                 meta["truncated"] = True
             answer = NewEntry(
-                msg_id=f"ans.{self.name}.{turn.cut}",
+                msg_id=f"lead.{turn.cut}" if as_leader else f"ans.{self.name}.{turn.cut}",
                 kind=EntryKind.MODEL,
                 author=self.name,
                 text=text,
                 meta=meta,
             )
-            await self.router.post(room, answer)
+            try:
+                if as_leader and fence is None:
+                    raise FencedError("not the leader any more")
+                await self.router.post(room, answer, fence)
+            except FencedError as exc:
+                metrics.FENCED.labels(self.name).inc()
+                log.warning(
+                    "answer_fenced", model=self.name, room=room, cut=turn.cut, error=str(exc)
+                )
+                return False
         if outcome != "ok":
             reason = (
                 problem or f"the answer was cut off after {self.settings.generation_timeout_s:g} s"
@@ -274,3 +338,4 @@ class Worker:
             total_s=round(total, 3),
             outcome=outcome,
         )
+        return True

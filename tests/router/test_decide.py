@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from llmchat.keys import LEADER_QUEUE
 from llmchat.models import EntryKind, Room, RoomMode, RoomModel
 from llmchat.router import Route, decide, mentions
 
@@ -14,16 +15,17 @@ def room(mode: RoomMode = RoomMode.LEADER, models: tuple[str, ...] = ("ada", "bo
     return Room(name="r", mode=mode, models=[RoomModel(name=m) for m in models], created_at=0)
 
 
-def human(r: Room, text: str, leader: str | None = "bob", members: set[str] | None = None) -> Route:
+def human(r: Room, text: str, turn: int = 1, round_due: bool = False) -> Route:
     return decide(
         r,
         kind=EntryKind.HUMAN,
         author="alice",
         text=text,
-        leader=leader,
-        members=members or {"alice", "carol"},
+        members={"alice", "carol"},
         streak=0,
         max_model_streak=3,
+        turn=turn,
+        round_due=round_due,
     )
 
 
@@ -33,17 +35,27 @@ def test_mentions_are_ordered_unique_and_not_emails() -> None:
     assert mentions("no mentions") == []
 
 
-def test_leader_mode_asks_the_leader() -> None:
-    assert human(room(), "hello") == Route(["bob"], "leader")
+def test_leader_mode_asks_whoever_holds_the_lease() -> None:
+    assert human(room(), "hello") == Route([LEADER_QUEUE], "leader")
+    assert not human(room(), "hello").is_round
 
 
-def test_leader_mode_without_a_leader_falls_back_to_the_first_model() -> None:
-    assert human(room(), "hello", leader=None).targets == ["ada"]
-    assert human(room(), "hello", leader="gone").reason == "leader-fallback"
+def test_every_nth_turn_and_the_turn_after_a_failover_are_rounds() -> None:
+    r = room()  # round_every defaults to 5
+    reasons = [human(r, "hi", turn=t).reason for t in (4, 5, 6, 10)]
+    assert reasons == ["leader", "round", "leader", "round"]
+    assert human(r, "hi", turn=5).targets == ["ada", "bob"]
+    assert human(r, "hi", turn=5).is_round
+    assert human(r, "hi", turn=2, round_due=True).reason == "round-after-failover"
+    never = Room(name="r", models=r.models, round_every=0, created_at=0)
+    assert human(never, "hi", turn=5).targets == [LEADER_QUEUE]
+    single = room(models=("ada",))
+    assert human(single, "hi", turn=5, round_due=True).targets == [LEADER_QUEUE]
 
 
 def test_all_mode_asks_every_model() -> None:
     assert human(room(RoomMode.ALL), "hello") == Route(["ada", "bob"], "all")
+    assert human(room(RoomMode.ALL), "hello").is_round
 
 
 def test_mentions_win_over_the_mode() -> None:
@@ -60,30 +72,19 @@ def test_unknown_names_are_reported_but_people_are_not_unknown() -> None:
 
 def test_model_replies_route_only_on_mentions_and_stop_at_the_cap() -> None:
     r = room()
-    kw: dict[str, Any] = {
-        "kind": EntryKind.MODEL,
-        "author": "ada",
-        "leader": "bob",
-        "members": set(),
-    }
+    kw: dict[str, Any] = {"kind": EntryKind.MODEL, "author": "ada", "members": set()}
     assert decide(r, text="plain answer", streak=0, max_model_streak=3, **kw).targets == []
     assert decide(r, text="@bob agree?", streak=0, max_model_streak=3, **kw).targets == ["bob"]
     assert decide(r, text="@ada I think", streak=0, max_model_streak=3, **kw).targets == []
     capped = decide(r, text="@bob agree?", streak=3, max_model_streak=3, **kw)
-    assert capped.targets == [] and capped.capped
+    assert capped.targets == []
+    assert capped.capped
 
 
 @pytest.mark.parametrize("kind", [EntryKind.SYSTEM, EntryKind.JUDGE])
 def test_system_and_judge_entries_route_nowhere(kind: EntryKind) -> None:
     r = decide(
-        room(),
-        kind=kind,
-        author="system",
-        text="@ada",
-        leader=None,
-        members=set(),
-        streak=0,
-        max_model_streak=3,
+        room(), kind=kind, author="system", text="@ada", members=set(), streak=0, max_model_streak=3
     )
     assert r.targets == []
 

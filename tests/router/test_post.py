@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from llmchat import keys
+from llmchat.keys import LEADER_QUEUE
 from llmchat.models import EntryKind, NewEntry, RoomCreate, RoomMode, RoomModel
 from llmchat.rooms import RoomStore
 from llmchat.router import Router
@@ -35,7 +39,10 @@ async def test_all_mode_writes_one_job_per_model_with_the_message_as_cut(
         jobs: Any = await r.xrange(keys.jobs("lobby", model))
         assert len(jobs) == 1
         assert jobs[0][1]["cut"] == cut and jobs[0][1]["msg"] == "h1"
-    assert res.append.entry.meta["route"] == {"models": ["ada", "bob"], "reason": "all"}
+    assert res.append.entry.meta["route"] == {"to": ["ada", "bob"], "reason": "all"}
+    rounds: Any = await r.xrange(keys.rounds("lobby"))
+    assert len(rounds) == 1 and rounds[0][1]["cut"] == cut
+    assert json.loads(rounds[0][1]["models"]) == ["ada", "bob"]
     # the same message id again: stored once, and no second job
     again = await router.post("lobby", NewEntry(msg_id="h1", author="alice", text="hi"))
     assert again.append.duplicate and again.append.entry.id == cut
@@ -51,7 +58,7 @@ async def test_unknown_mention_gets_a_system_notice(redis_server: RedisServer) -
     assert "@zed" in res.notice.text and "@ada" in res.notice.text
     entries = await tl.read_after("lobby")
     assert [e.kind for e in entries] == [EntryKind.HUMAN, EntryKind.SYSTEM]
-    assert await r.xlen(keys.jobs("lobby", "ada")) == 1  # leader fallback still answers
+    assert await r.xlen(keys.jobs("lobby", LEADER_QUEUE)) == 1  # the leader still answers
     await r.aclose()
 
 
@@ -69,4 +76,23 @@ async def test_model_chain_is_capped_until_a_person_speaks(redis_server: RedisSe
     assert res.route.targets == ["bob"]
     res = await router.post("lobby", NewEntry(kind=EntryKind.MODEL, author="bob", text="@ada ok"))
     assert res.route.targets == ["ada"]
+    await r.aclose()
+
+
+async def test_fenced_post_is_refused_once_the_lease_moved_on(redis_server: RedisServer) -> None:
+    from llmchat.lease import RedisLease
+    from llmchat.router import Fence, FencedError
+
+    r, router, tl = await setup(redis_server.url, RoomMode.LEADER)
+    lease = RedisLease(r, "room-lobby", duration_s=0.3, key=keys.room_lease("lobby"))
+    rec = await lease.try_acquire("ada")
+    assert rec is not None
+    fence = Fence(lease.key, "ada", rec.term)
+    ok = await router.post("lobby", NewEntry(kind=EntryKind.MODEL, author="ada", text="a"), fence)
+    assert not ok.append.duplicate
+    await asyncio.sleep(0.4)  # the lease lapses; bob takes it
+    assert (await lease.try_acquire("bob")) is not None
+    with pytest.raises(FencedError):
+        await router.post("lobby", NewEntry(kind=EntryKind.MODEL, author="ada", text="b"), fence)
+    assert [e.text for e in await tl.read_after("lobby")] == ["a"]
     await r.aclose()

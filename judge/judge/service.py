@@ -1,0 +1,328 @@
+"""The judge service: active/standby on a lease; scores each round once; updates ratings.
+
+Rounds come from each room's ``rounds`` stream (consumer group ``judges``). Only the lease
+holder reads them; a standby that takes the lease over claims every round the old holder left
+pending, and the verdict is written with the judge lease as a fence, so a deposed judge cannot
+publish one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from judge import metrics
+from judge.rubric import (
+    Candidate,
+    VerdictParseError,
+    aggregate,
+    build_messages,
+    parse_verdict,
+    shuffled,
+)
+from judge.scorers import Scorer, ScorerError
+from judge.settings import JudgeSettings
+from llmchat import keys
+from llmchat.ids import parse_stream_id
+from llmchat.lease import RedisLease
+from llmchat.logs import get_logger
+from llmchat.models import Entry, EntryKind, NewEntry
+from llmchat.ratings import RatingStore
+from llmchat.redis_conn import UNAVAILABLE_ERRORS
+from llmchat.router import Fence, FencedError, Router
+from llmchat.timeline import Timeline
+
+log = get_logger(__name__)
+GROUP = "judges"
+CONTEXT_ENTRIES = 6
+
+
+@dataclass(frozen=True)
+class Round:
+    room: str
+    job_id: str
+    cut: str
+    models: list[str]
+    enqueued_at: float
+
+
+class JudgeFailedError(RuntimeError):
+    def __init__(self, message: str, parse_failures: int) -> None:
+        super().__init__(message)
+        self.parse_failures = parse_failures
+
+
+async def score_round(
+    scorer: Scorer,
+    *,
+    context: str,
+    candidates: list[Candidate],
+    seed: str,
+    passes: int,
+    retries: int,
+    on_parse_failure: Any = None,
+) -> tuple[list[Any], int]:
+    """Score ``candidates`` in ``passes`` orders (shuffled, then reversed); strict with retry."""
+    order = shuffled(candidates, seed)
+    orders = [order, list(reversed(order)), order[1:] + order[:1], order[-1:] + order[:-1]]
+    results = []
+    failures = 0
+    for ordered in orders[:passes]:
+        messages = build_messages(context, ordered)
+        for attempt in range(retries):
+            raw = await scorer.complete(messages, len(ordered), attempt)
+            try:
+                results.append((ordered, parse_verdict(raw, len(ordered))))
+                break
+            except VerdictParseError as exc:
+                failures += 1
+                if on_parse_failure:
+                    on_parse_failure()
+                log.warning("judge_parse_failure", attempt=attempt, error=str(exc), raw=raw[:200])
+        else:
+            raise JudgeFailedError(f"no valid verdict after {retries} attempts", failures)
+    return aggregate(candidates, results), failures
+
+
+def render_context(entries: list[Entry]) -> str:
+    lines = [
+        f"{e.author}: {e.text.strip()}"
+        for e in entries
+        if e.kind in (EntryKind.HUMAN, EntryKind.MODEL)
+    ]
+    return "\n".join(lines[-CONTEXT_ENTRIES:])
+
+
+class JudgeService:
+    def __init__(self, settings: JudgeSettings, redis: aioredis.Redis, scorer: Scorer) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.scorer = scorer
+        self.timeline = Timeline(redis)
+        self.router = Router(redis, self.timeline)
+        self.ratings = RatingStore(redis)
+        self.lease = RedisLease(redis, settings.lease_name, settings.lease_duration_s)
+        self.term: int | None = None
+        self.judged = 0
+        self._claim_all = False
+
+    @property
+    def active(self) -> bool:
+        return self.term is not None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        for room in self.settings.rooms:
+            with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: already there
+                await self.redis.xgroup_create(keys.rounds(room), GROUP, id="0", mkstream=True)
+        holder = asyncio.create_task(self._hold_lease(stop))
+        log.info(
+            "judge_started",
+            rooms=self.settings.rooms,
+            scorer=self.scorer.name,
+            consumer=self.settings.consumer,
+        )
+        try:
+            while not stop.is_set():
+                if not self.active:
+                    await asyncio.sleep(self.settings.lease_retry_s)
+                    continue
+                try:
+                    rounds = await self._next_rounds()
+                except UNAVAILABLE_ERRORS as exc:
+                    log.warning("judge_redis_error", error=str(exc))
+                    await asyncio.sleep(0.5)
+                    continue
+                for rnd in rounds:
+                    await self.judge(rnd)
+        finally:
+            holder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await holder
+            if self.term is not None:
+                with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                    await self.lease.release(self.settings.consumer, self.term)
+
+    async def _hold_lease(self, stop: asyncio.Event) -> None:
+        me = self.settings.consumer
+        while not stop.is_set():
+            try:
+                if self.term is None:
+                    got = await self.lease.try_acquire(me)
+                    if got is not None:
+                        self.term = got.term
+                        self._claim_all = True
+                        metrics.ACTIVE.set(1)
+                        log.info("judge_active", term=got.term, consumer=me)
+                elif not await self.lease.renew(me, self.term):
+                    log.warning("judge_lease_lost", term=self.term)
+                    self.term = None
+                    metrics.ACTIVE.set(0)
+            except UNAVAILABLE_ERRORS as exc:
+                log.warning("judge_lease_error", error=str(exc))
+                self.term = None
+                metrics.ACTIVE.set(0)
+            await asyncio.sleep(
+                self.settings.lease_renew_s
+                if self.term is not None
+                else self.settings.lease_retry_s
+            )
+
+    async def _next_rounds(self) -> list[Round]:
+        rooms = self.settings.rooms
+        if self._claim_all:  # take over what a previous judge left pending
+            self._claim_all = False
+            out: list[Round] = []
+            for room in rooms:
+                resp = await self.redis.xautoclaim(
+                    keys.rounds(room), GROUP, self.settings.consumer, 0, "0-0", count=100
+                )
+                claimed = cast(list[tuple[str, dict[str, str] | None]], resp[1])
+                out.extend(self._parse(room, jid, f) for jid, f in claimed if f)
+            if out:
+                log.info("judge_took_over_rounds", count=len(out))
+                return out
+        streams: dict[Any, Any] = {keys.rounds(r): ">" for r in rooms}
+        fresh_resp: Any = await self.redis.xreadgroup(
+            GROUP, self.settings.consumer, streams, count=10, block=250
+        )
+        by_key = {keys.rounds(r): r for r in rooms}
+        out = []
+        for stream, rows in cast(list[tuple[str, Any]], fresh_resp or []):
+            out.extend(self._parse(by_key[str(stream)], jid, f) for jid, f in rows)
+        return out
+
+    @staticmethod
+    def _parse(room: str, job_id: str, fields: dict[str, str]) -> Round:
+        models = json.loads(fields.get("models", "[]"))
+        return Round(
+            room, job_id, fields["cut"], [str(m) for m in models], float(fields.get("ts", "0") or 0)
+        )
+
+    async def _answers(self, rnd: Round) -> dict[str, Entry]:
+        """Wait until every model of the round answered or gave up, or the deadline passed."""
+        deadline = rnd.enqueued_at + self.settings.round_deadline_s
+        answers: dict[str, Entry] = {}
+        while True:
+            done: set[str] = set()
+            cursor = rnd.cut
+            while True:
+                page = await self.timeline.read_after(rnd.room, cursor, 500)
+                for e in page:
+                    if e.meta.get("cut") == rnd.cut and e.author in rnd.models:
+                        answers[e.author] = e
+                    if (
+                        e.kind == EntryKind.SYSTEM
+                        and e.msg_id.startswith("err.")
+                        and e.meta.get("cut") == rnd.cut
+                    ):
+                        done.add(str(e.meta.get("model")))
+                if len(page) < 500:
+                    break
+                cursor = page[-1].id
+            if set(rnd.models) <= set(answers) | done or time.time() >= deadline:
+                return answers
+            await asyncio.sleep(0.3)
+
+    async def judge(self, rnd: Round) -> None:
+        answers = await self._answers(rnd)
+        started = time.monotonic()
+        room = rnd.room
+        fence = Fence(self.lease.key, self.settings.consumer, self.term) if self.term else None
+        if len(answers) < 2:
+            await self._post(
+                rnd,
+                f"The judge skipped this round: {len(answers)} answer(s), nothing to compare.",
+                meta={"round": rnd.cut, "outcome": "skipped"},
+                kind=EntryKind.SYSTEM,
+                fence=fence,
+            )
+            metrics.VERDICTS.labels(room, "skipped").inc()
+            await self._ack(rnd)
+            return
+        context_entries = await self.timeline.read_until(room, rnd.cut, CONTEXT_ENTRIES)
+        candidates = [Candidate(m, answers[m].text) for m in rnd.models if m in answers]
+        try:
+            scored, failures = await score_round(
+                self.scorer,
+                context=render_context(context_entries),
+                candidates=candidates,
+                seed=rnd.cut,
+                passes=self.settings.judge_passes,
+                retries=self.settings.judge_retries,
+                on_parse_failure=metrics.PARSE_FAILURES.labels(room).inc,
+            )
+        except (JudgeFailedError, ScorerError) as exc:
+            fails = exc.parse_failures if isinstance(exc, JudgeFailedError) else 0
+            await self._post(
+                rnd,
+                f"The judge could not score this round: {exc}. No scores were recorded.",
+                meta={"round": rnd.cut, "outcome": "failed", "parse_failures": fails},
+                kind=EntryKind.SYSTEM,
+                fence=fence,
+            )
+            metrics.VERDICTS.labels(room, "failed").inc()
+            await self._ack(rnd)
+            return
+        latency = time.monotonic() - started
+        scores = {s.model: s.score for s in scored}
+        ranked = sorted(scored, key=lambda s: -s.score)
+        text = "; ".join(
+            f"{s.model} {s.score:g}/10 — {s.reason or 'no reason given'}" for s in ranked
+        )
+        meta = {
+            "round": rnd.cut,
+            "cut": rnd.cut,
+            "outcome": "scored",
+            "judge": self.scorer.name,
+            "scores": scores,
+            "reasons": {s.model: s.reason for s in scored},
+            "passes": {s.model: s.passes for s in scored},
+            "lengths": {s.model: s.length for s in scored},
+            "flagged": [s.model for s in scored if s.flagged],
+            "parse_failures": failures,
+            "latency_s": round(latency, 3),
+        }
+        if not await self._post(
+            rnd, f"Verdict: {text}", meta=meta, kind=EntryKind.JUDGE, fence=fence
+        ):
+            return
+        new = await self.ratings.apply(room, scores)
+        for s in scored:
+            metrics.SCORES.labels(room, s.model).observe(s.score)
+            if len(s.passes) > 1:
+                metrics.POSITION_SHIFT.labels(room).observe(max(s.passes) - min(s.passes))
+        for model, rating in new.items():
+            metrics.RATING.labels(room, model).set(rating.rating)
+        metrics.JUDGE_LATENCY.labels(room).observe(latency)
+        metrics.VERDICTS.labels(room, "scored").inc()
+        self.judged += 1
+        await self._ack(rnd)
+        log.info("round_judged", room=room, cut=rnd.cut, scores=scores, latency_s=round(latency, 3))
+
+    async def _post(
+        self, rnd: Round, text: str, *, meta: dict[str, Any], kind: EntryKind, fence: Fence | None
+    ) -> bool:
+        entry = NewEntry(
+            msg_id=f"verdict.{rnd.cut}", kind=kind, author="judge", text=text, meta=meta
+        )
+        try:
+            if fence is None:
+                raise FencedError("not the active judge")
+            await self.router.post(rnd.room, entry, fence)
+        except FencedError:
+            log.warning("verdict_fenced", room=rnd.room, cut=rnd.cut)
+            return False
+        return True
+
+    async def _ack(self, rnd: Round) -> None:
+        await self.redis.xack(keys.rounds(rnd.room), GROUP, rnd.job_id)
+
+
+def newest_first(entries: list[Entry]) -> list[Entry]:
+    return sorted(entries, key=lambda e: parse_stream_id(e.id), reverse=True)

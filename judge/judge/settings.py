@@ -1,0 +1,63 @@
+"""Judge settings: ``LLMCHAT_`` environment variables, validated at start-up."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from llmchat.logs import LogFormat
+from llmchat.models import ROOM_NAME_RE
+
+
+class JudgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMCHAT_", extra="ignore")
+
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0")
+    rooms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["lobby"])
+    judge_provider: Literal["local", "gemini"] = Field(
+        default="local", description="local (packaged SmolLM2) or gemini (needs a key)."
+    )
+    judge_model: str = Field(default="", description="Default: smollm2-135m / gemini-2.5-flash.")
+    gemini_api_key: SecretStr | None = Field(default=None)
+    gemini_base_url: str | None = Field(default=None, description="Override (tests, proxies).")
+    judge_passes: int = Field(default=2, ge=1, le=4, description="2 = original + swapped order.")
+    judge_retries: int = Field(default=3, ge=1, le=10, description="Attempts per pass.")
+    round_deadline_s: float = Field(default=120.0, gt=0, le=3600)
+    lease_name: str = Field(default="judge", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    lease_duration_s: float = Field(default=1.0, gt=0, le=60)
+    lease_renew_s: float = Field(default=0.25, gt=0, le=30)
+    lease_retry_s: float = Field(default=0.1, gt=0, le=30)
+    consumer: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    host: str = Field(default="127.0.0.1")
+    port: int = Field(default=0, ge=0, le=65535, description="/healthz and /metrics; 0 = off.")
+    log_level: str = Field(default="INFO")
+    log_format: LogFormat = Field(default="json")
+
+    @field_validator("rooms", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [r.strip() for r in value.split(",") if r.strip()]
+        return value
+
+    @field_validator("rooms")
+    @classmethod
+    def _rooms(cls, value: list[str]) -> list[str]:
+        bad = [r for r in value if not ROOM_NAME_RE.match(r)]
+        if not value or bad:
+            raise ValueError(f"rooms must be valid room names, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> JudgeSettings:
+        if not self.lease_renew_s < self.lease_duration_s:
+            raise ValueError("lease_renew_s must be shorter than lease_duration_s")
+        if self.judge_provider == "gemini" and not (
+            self.gemini_api_key and self.gemini_api_key.get_secret_value()
+        ):
+            raise ValueError("judge_provider=gemini needs LLMCHAT_GEMINI_API_KEY")
+        return self

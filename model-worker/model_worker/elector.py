@@ -1,0 +1,196 @@
+"""A model's side of a room's election: campaign for the lease when nominated, hold it while
+healthy, hand it over when a clearly better-rated model is healthy, lose it when paused.
+
+The lease says who leads; the ratings say who should. Every replica of every model in a room
+runs one elector per room; the lease makes sure only one of them leads at a time, and its term
+fences the leader's answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+from llmchat import keys
+from llmchat.election import ElectionPolicy, may_acquire, should_hand_over
+from llmchat.health import healthy_models
+from llmchat.lease import Lease, LeaseRecord, LeaseTimings
+from llmchat.logs import get_logger
+from llmchat.ratings import RatingStore
+from llmchat.redis_conn import UNAVAILABLE_ERRORS
+from llmchat.rooms import RoomStore
+from llmchat.router import Fence
+from model_worker import metrics
+
+log = get_logger(__name__)
+
+
+class Elector:
+    def __init__(
+        self,
+        *,
+        redis: aioredis.Redis,
+        room: str,
+        model: str,
+        holder: str,
+        lease: Lease,
+        fence_key: str,
+        timings: LeaseTimings,
+        policy: ElectionPolicy,
+        is_healthy: Callable[[], bool],
+    ) -> None:
+        self.redis = redis
+        self.room = room
+        self.model = model
+        self.holder = holder  # model name: the lease names the model, not the replica
+        self.lease = lease
+        self.fence_key = fence_key
+        self.timings = timings
+        self.policy = policy
+        self.is_healthy = is_healthy
+        self.ratings = RatingStore(redis)
+        self.rooms = RoomStore(redis)
+        self.term: int | None = None
+        self.since = 0.0
+        self.on_elected: Callable[[], None] | None = None
+
+    @property
+    def leading(self) -> bool:
+        return self.term is not None
+
+    def fence(self) -> Fence | None:
+        return Fence(self.fence_key, self.holder, self.term) if self.term is not None else None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                if self.term is None:
+                    await self._campaign()
+                else:
+                    await self._hold()
+            except UNAVAILABLE_ERRORS as exc:
+                log.warning("elector_redis_error", room=self.room, error=str(exc))
+                self._lost("redis-unreachable")
+            await asyncio.sleep(
+                self.timings.renew_every_s if self.term is not None else self.timings.retry_every_s
+            )
+
+    async def _candidates(self) -> tuple[list[str], dict[str, float], set[str]]:
+        room = await self.rooms.get(self.room)
+        models = room.model_names() if room else [self.model]
+        ratings = {m: r.rating for m, r in (await self.ratings.all(self.room)).items()}
+        healthy = await healthy_models(self.redis, self.room)
+        if self.is_healthy():
+            healthy.add(self.model)
+        else:
+            healthy.discard(self.model)
+        return models, ratings, healthy
+
+    async def _campaign(self) -> None:
+        if not self.is_healthy():
+            return
+        record = await self.lease.read()
+        if record.held():
+            return
+        models, ratings, healthy = await self._candidates()
+        lapsed = record.holder is not None and not record.held()
+        excluded = {record.holder} if lapsed and record.holder else set()
+        if not may_acquire(
+            me=self.model, models=models, ratings=ratings, healthy=healthy, excluded=excluded
+        ):
+            if not (healthy - excluded) and may_acquire(
+                me=self.model, models=models, ratings=ratings, healthy=healthy, excluded=set()
+            ):
+                pass  # nobody else can lead: even a lapsed holder may take it back
+            else:
+                return
+        got = await self.lease.try_acquire(self.holder)
+        if got is None:
+            return
+        self._elected(record, got)
+
+    def _elected(self, previous: LeaseRecord, got: LeaseRecord) -> None:
+        self.term = got.term
+        self.since = time.monotonic()
+        if previous.holder is None and previous.term == 0:
+            reason, waited = "initial", 0.0
+        elif previous.holder is None:
+            reason = "handover"
+            waited = max(0.0, time.time() - (previous.renewed_at or time.time()))
+        else:
+            reason = "failover"
+            waited = max(0.0, time.time() - (previous.expires_at or time.time()))
+        metrics.ELECTIONS.labels(self.room, reason).inc()
+        metrics.ELECTION_TIME.labels(self.room).observe(waited)
+        metrics.LEADER.labels(self.room, self.model).set(1)
+        log.info(
+            "leader_elected",
+            room=self.room,
+            model=self.model,
+            term=got.term,
+            reason=reason,
+            previous=previous.holder,
+            election_s=round(waited, 3),
+        )
+        task = asyncio.get_running_loop().create_task(self._publish(reason, previous, waited))
+        task.add_done_callback(lambda _t: None)
+        if self.on_elected:
+            self.on_elected()
+
+    async def _publish(self, reason: str, previous: LeaseRecord, waited: float) -> None:
+        record = {
+            "model": self.model,
+            "term": self.term,
+            "since": time.time(),
+            "reason": reason,
+            "previous": previous.holder,
+            "election_s": round(waited, 4),
+        }
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(keys.leader(self.room), json.dumps(record))
+        if reason == "failover":
+            pipe.set(keys.round_due(self.room), "1")
+        await pipe.execute()
+
+    def _lost(self, reason: str) -> None:
+        if self.term is not None:
+            log.warning(
+                "leadership_lost", room=self.room, model=self.model, term=self.term, reason=reason
+            )
+            metrics.LEADER.labels(self.room, self.model).set(0)
+        self.term = None
+
+    async def _hold(self) -> None:
+        assert self.term is not None
+        if not self.is_healthy():
+            await self.lease.release(self.holder, self.term)
+            self._lost("unhealthy")
+            return
+        if not await self.lease.renew(self.holder, self.term):
+            self._lost("not-renewed")
+            return
+        models, ratings, healthy = await self._candidates()
+        successor = should_hand_over(
+            leader=self.model,
+            models=models,
+            ratings=ratings,
+            healthy=healthy,
+            tenure_s=time.monotonic() - self.since,
+            policy=self.policy,
+        )
+        if successor is not None:
+            log.info("leadership_handover", room=self.room, model=self.model, to=successor)
+            await self.lease.release(self.holder, self.term)
+            self._lost("handover")
+
+    async def resign(self) -> None:
+        """Release the lease on graceful shutdown so a successor need not wait for expiry."""
+        if self.term is not None:
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                await self.lease.release(self.holder, self.term)
+            self._lost("shutdown")
