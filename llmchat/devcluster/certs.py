@@ -43,6 +43,8 @@ class ClusterCerts:
     admin: CertPair
     controller_manager: CertPair
     scheduler: CertPair
+    front_proxy_ca: CertPair  # request-header authentication (aggregated API servers)
+    front_proxy_client: CertPair
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -191,6 +193,14 @@ def generate_cluster_certs(directory: Path, *, service_ip: str = "10.96.0.1") ->
     kcm, kcm_key = ca.issue("system:kube-controller-manager", client=True)
     sched, sched_key = ca.issue("system:kube-scheduler", client=True)
 
+    front_ca = _CA("llmchat-dev-front-proxy-ca")
+    front_ca_pair = CertPair(
+        cert=directory / "front-proxy-ca.crt", key=directory / "front-proxy-ca.key"
+    )
+    _write_cert(front_ca.cert, front_ca_pair.cert)
+    _write_key(front_ca.key, front_ca_pair.key)
+    front_client, front_client_key = front_ca.issue("front-proxy-client", client=True)
+
     sa_key = _new_key()
     sa_private = directory / "sa.key"
     sa_public = directory / "sa.pub"
@@ -209,4 +219,6 @@ def generate_cluster_certs(directory: Path, *, service_ip: str = "10.96.0.1") ->
         admin=_save(directory, "admin", admin, admin_key),
         controller_manager=_save(directory, "kube-controller-manager", kcm, kcm_key),
         scheduler=_save(directory, "kube-scheduler", sched, sched_key),
+        front_proxy_ca=front_ca_pair,
+        front_proxy_client=_save(directory, "front-proxy-client", front_client, front_client_key),
     )

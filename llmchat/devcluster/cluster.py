@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 POD_CIDR = "10.244.0.1/16"
-FAKE_NODE_IP = "10.244.0.1"
+FAKE_NODE_IP = "10.240.0.10"
 
 
 class ClusterStartError(RuntimeError):
@@ -325,6 +325,13 @@ class DevCluster:
                 f"--tls-cert-file={certs.apiserver.cert}",
                 f"--tls-private-key-file={certs.apiserver.key}",
                 f"--client-ca-file={certs.ca.cert}",
+                f"--requestheader-client-ca-file={certs.front_proxy_ca.cert}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={certs.front_proxy_client.cert}",
+                f"--proxy-client-key-file={certs.front_proxy_client.key}",
                 "--authorization-mode=Node,RBAC",
                 "--anonymous-auth=true",  # /readyz, /livez, /healthz, /version for probes
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",

@@ -1,0 +1,1 @@
+"""Tests against the real loopback Kubernetes control plane (tools/k8s, llmchat.devcluster)."""
