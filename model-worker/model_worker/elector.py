@@ -96,6 +96,12 @@ class Elector:
             return
         record = await self.lease.read()
         if record.held():
+            if record.holder == self.holder:  # another replica of this model leads: join it
+                got = await self.lease.try_acquire(self.holder)
+                if got is not None:
+                    self.term, self.since = got.term, time.monotonic()
+                    if self.on_elected:
+                        self.on_elected()
             return
         models, ratings, healthy = await self._candidates()
         lapsed = record.holder is not None and not record.held()

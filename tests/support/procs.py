@@ -250,3 +250,34 @@ class ModelWorker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+@dataclass
+class JudgeProc(ModelWorker):
+    """A judge replica (``llmchat judge``); reuses the worker's process handling."""
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.consumer = self.consumer or f"judge-{self.port}"
+        env = {
+            **os.environ,
+            "LLMCHAT_REDIS_URL": self.redis_url,
+            "LLMCHAT_ROOMS": self.rooms,
+            "LLMCHAT_CONSUMER": self.consumer,
+            "LLMCHAT_PORT": str(self.port),
+            **self.env,
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llmchat", "judge"],
+            env=env,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        wait_until(self._ok, 60, f"judge {self.consumer}\n{_tail(self.log_path)}")
+
+    def active(self) -> bool:
+        try:
+            return bool(httpx.get(self.url + "/readyz", timeout=1).json().get("active"))
+        except httpx.HTTPError:
+            return False

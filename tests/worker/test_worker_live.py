@@ -6,21 +6,17 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 
 from llmchat.client import RoomClient
+from tests.support.api import all_entries, make_room
 from tests.support.procs import ChatService, ModelWorker
-from tests.worker.conftest import make_room
 
 pytestmark = pytest.mark.model
 
 
 def history(svc: ChatService, room: str = "lobby") -> list[dict[str, Any]]:
-    r = httpx.get(
-        svc.url + f"/api/v1/rooms/{room}/messages", params={"after": "0-0", "limit": 10000}
-    )
-    return list(r.json()["entries"])
+    return all_entries(svc.url, room)
 
 
 class Recorder:
@@ -43,7 +39,7 @@ class Recorder:
 async def test_all_room_same_cut_live_deltas_and_next_turn_context(
     service: ChatService, worker_factory: Callable[..., ModelWorker]
 ) -> None:
-    make_room(service, "lobby", "all", ["ada", "bob"])
+    make_room(service.url, "lobby", "all", ["ada", "bob"])
     for name in ("ada", "bob"):
         worker_factory(name, LLMCHAT_RECORD_PROMPT="1", LLMCHAT_MAX_TOKENS="40")
     rec = Recorder(service, "lobby", "alice")
@@ -87,7 +83,7 @@ async def test_all_room_same_cut_live_deltas_and_next_turn_context(
 async def test_mention_reaches_that_model_only_and_unknown_name_is_explained(
     service: ChatService, worker_factory: Callable[..., ModelWorker]
 ) -> None:
-    make_room(service, "lobby", "all", ["ada", "bob"])
+    make_room(service.url, "lobby", "all", ["ada", "bob"])
     workers = {n: worker_factory(n, LLMCHAT_MAX_TOKENS="24") for n in ("ada", "bob")}
     rec = Recorder(service, "lobby", "alice")
     await rec.client.start()
@@ -109,7 +105,7 @@ async def test_mention_reaches_that_model_only_and_unknown_name_is_explained(
 async def test_two_replicas_split_jobs_and_a_sigkilled_one_is_taken_over(
     service: ChatService, worker_factory: Callable[..., ModelWorker]
 ) -> None:
-    make_room(service, "lobby", "leader", ["ada"])
+    make_room(service.url, "lobby", "leader", ["ada"])
     env = {"LLMCHAT_MAX_TOKENS": "120", "LLMCHAT_CLAIM_IDLE_MS": "1500", "LLMCHAT_BATCH": "1"}
     w1 = worker_factory("ada", **env)
     w2 = worker_factory("ada", **env)
@@ -154,7 +150,7 @@ async def test_two_replicas_split_jobs_and_a_sigkilled_one_is_taken_over(
 async def test_storm_of_500_messages_is_stored_in_order_and_coalesced(
     service: ChatService, worker_factory: Callable[..., ModelWorker]
 ) -> None:
-    make_room(service, "lobby", "leader", ["ada"])
+    make_room(service.url, "lobby", "leader", ["ada"])
     w = worker_factory("ada", LLMCHAT_MAX_TOKENS="32")
     clients = [RoomClient([service.url], "lobby", f"user{i}") for i in range(5)]
     for c in clients:
