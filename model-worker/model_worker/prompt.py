@@ -7,6 +7,7 @@ newest entries that fit the token budget.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from llmchat.models import Entry, EntryKind
@@ -75,9 +76,12 @@ def _truncate_to(line: str, tokens: int, count_tokens: Callable[[str], int]) -> 
     return "…" + line[lo:]
 
 
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def clean_answer(text: str, name: str) -> str:
-    """Strip whitespace and a ``name:`` prefix that small models like to add."""
-    text = text.strip()
+    """Drop control characters and terminal escapes, whitespace, and a ``name:`` prefix."""
+    text = _CONTROL.sub("", text).strip()
     for prefix in (f"{name}:", f"@{name}:"):
         if text.lower().startswith(prefix.lower()):
             text = text[len(prefix) :].lstrip()

@@ -31,7 +31,7 @@ class WorkerSettings(BaseSettings):
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     seed: int | None = Field(default=None)
     generation_timeout_s: float = Field(default=60.0, gt=0, le=3600)
-    context_tokens: int = Field(default=1536, ge=64, le=131072)
+    context_tokens: int = Field(default=1024, ge=64, le=131072)
     context_entries: int = Field(default=200, ge=1, le=10_000)
     batch: int = Field(default=200, ge=1, le=10_000, description="Jobs read at once (coalesced).")
     claim_idle_ms: int = Field(default=4000, ge=500, le=600_000)

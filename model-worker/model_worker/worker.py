@@ -97,6 +97,10 @@ class Worker:
         for room in self.settings.rooms:
             for queue in (self.name, LEADER_QUEUE):
                 await self._retry(lambda r=room, q=queue: self.queue.ensure_group(r, q))
+        # load the model (or reach the server) before taking jobs: the first prompt needs the
+        # tokenizer, and elections need to know whether we can serve
+        self.healthy = await self.backend.health()
+        metrics.BACKEND_UP.labels(self.name).set(1 if self.healthy else 0)
         heartbeat = asyncio.create_task(self._heartbeat(stop))
         electors = [asyncio.create_task(e.run()) for e in self.electors.values()]
         log.info(
@@ -280,7 +284,7 @@ class Worker:
             "tokens": len(parts),
             "first_token_s": round(first, 4) if first is not None else None,
             "total_s": round(total, 4),
-            "queue_s": round(turn.queue_time, 4),
+            "queue_s": round(max(j.queue_time for j in jobs), 4),
             "outcome": outcome,
             "worker": self.settings.consumer,
         }

@@ -77,3 +77,9 @@ def test_clean_answer_strips_name_prefix() -> None:
     assert clean_answer("  ada: Four.  ", "ada") == "Four."
     assert clean_answer("Ada: ok", "ada") == "ok"
     assert clean_answer("adam: ok", "ada") == "adam: ok"
+
+
+def test_clean_answer_drops_control_characters_and_escapes() -> None:
+    assert clean_answer("\x1b[31mred\x1b[0m\x00 text\x07", "ada") == "red text"
+    assert clean_answer("line one\nline two\ttab", "ada") == "line one\nline two\ttab"
+    assert clean_answer("\x00\x01", "ada") == ""

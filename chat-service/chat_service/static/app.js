@@ -1,0 +1,760 @@
+// LLM-In-The-Chat web page: plain ES module, no framework, no build step.
+// Every piece of text that comes from a message is set with textContent (never innerHTML), so
+// whatever people or models write is shown as text and never runs.
+
+const API = "/api/v1";
+const REFUSED = new Set([4400, 4404, 4409]); // the service said no: retrying would not help
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  room: null,
+  name: null,
+  ws: null,
+  cursor: null, // id of the last entry shown: the resume cursor
+  seen: new Set(), // entry ids shown (dedupe)
+  seenMsg: new Set(), // msg ids shown (a pending post is replaced by its entry)
+  pending: new Map(), // msg id -> {frame, el}
+  live: new Map(), // "model|turn" -> bubble element
+  models: [],
+  members: new Set(),
+  leader: null,
+  attempt: 0,
+  retryTimer: null,
+  pingTimer: null,
+  lastFrameAt: 0,
+  lostAt: null,
+  stopped: true,
+  reconnects: [], // seconds from a lost connection to the next welcome (read by tests)
+};
+window.llmchat = state; // for tests and curious people
+
+// ---------------------------------------------------------------- helpers
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function parseId(id) {
+  const [ms, seq] = String(id).split("-");
+  return [Number(ms) || 0, Number(seq) || 0];
+}
+
+function isAfter(a, b) {
+  const [am, as] = parseId(a);
+  const [bm, bs] = parseId(b);
+  return am > bm || (am === bm && as > bs);
+}
+
+function newId() {
+  if (crypto.randomUUID) return "web-" + crypto.randomUUID().replaceAll("-", "");
+  return "web-" + Date.now().toString(36) + Math.random().toString(36).slice(2);
+}
+
+function timeOf(ts) {
+  const d = new Date(ts * 1000);
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+async function api(path, options = {}) {
+  const r = await fetch(API + path, {
+    headers: { "content-type": "application/json" },
+    ...options,
+  });
+  let body = null;
+  try {
+    body = await r.json();
+  } catch {
+    body = null;
+  }
+  if (!r.ok) {
+    const msg = body?.error?.message || `${r.status} ${r.statusText}`;
+    const err = new Error(msg);
+    err.status = r.status;
+    err.code = body?.error?.code;
+    throw err;
+  }
+  return body;
+}
+
+function toast(message, kind = "error") {
+  const t = el("div", `toast ${kind}`, message);
+  $("toasts").append(t);
+  setTimeout(() => t.remove(), 8000);
+}
+
+function setConn(text, cls = "") {
+  const c = $("conn");
+  c.textContent = text;
+  c.className = `conn ${cls}`;
+}
+
+// Render text with @mentions highlighted: split into text nodes and spans (still inert).
+function renderText(container, text) {
+  const re = /(^|\s)(@[\w.-]+)/g;
+  let last = 0;
+  for (const m of text.matchAll(re)) {
+    const start = m.index + m[1].length;
+    if (start > last) container.append(document.createTextNode(text.slice(last, start)));
+    const who = m[2].slice(1).toLowerCase();
+    const cls = who === (state.name || "").toLowerCase() ? "mention me" : "mention";
+    container.append(el("span", cls, m[2]));
+    last = start + m[2].length;
+  }
+  if (last < text.length) container.append(document.createTextNode(text.slice(last)));
+}
+
+// ---------------------------------------------------------------- scrolling
+
+function nearBottom() {
+  const s = $("scroller");
+  return s.scrollHeight - s.scrollTop - s.clientHeight < 120;
+}
+
+function stickToBottom(wasNear) {
+  if (wasNear) {
+    const s = $("scroller");
+    s.scrollTop = s.scrollHeight;
+  }
+}
+
+// ---------------------------------------------------------------- timeline
+
+function authorLine(entry) {
+  const head = el("div", "head");
+  const who = el("span", "author", entry.author);
+  head.append(who);
+  const kindLabel = { model: "model", judge: "judge", system: "system" }[entry.kind];
+  if (kindLabel) head.append(el("span", `tag tag-${entry.kind}`, kindLabel));
+  const meta = entry.meta || {};
+  if (entry.kind === "model" && meta.as_leader) {
+    const b = el("span", "tag tag-leader", "leader");
+    b.title = meta.term ? `answered as leader, term ${meta.term}` : "answered as leader";
+    head.append(b);
+  }
+  const t = el("time", "ts", timeOf(entry.ts));
+  t.dateTime = new Date(entry.ts * 1000).toISOString();
+  head.append(t);
+  return head;
+}
+
+function verdictCard(entry) {
+  const meta = entry.meta || {};
+  const scores = meta.scores || {};
+  const reasons = meta.reasons || {};
+  const flagged = new Set(meta.flagged || []);
+  const box = el("div", "verdict");
+  box.append(el("p", "verdict-title", "Verdict"));
+  const list = el("ol", "scores");
+  const ranked = Object.entries(scores).sort((a, b) => b[1] - a[1]);
+  for (const [model, score] of ranked) {
+    const li = el("li", "score");
+    li.dataset.model = model;
+    const name = el("span", "score-model", model);
+    const bar = el("span", "bar");
+    bar.setAttribute("aria-hidden", "true");
+    const fill = el("span", "fill");
+    fill.style.width = `${Math.max(0, Math.min(10, Number(score))) * 10}%`;
+    bar.append(fill);
+    const value = el("span", "score-value", `${score}/10`);
+    li.append(name, bar, value);
+    if (flagged.has(model)) li.append(el("span", "tag tag-flag", "flagged"));
+    const reason = String(reasons[model] || "no reason given").split("\n")[0];
+    const why = el("span", "reason", reason);
+    why.title = reasons[model] || "";
+    li.append(why);
+    list.append(li);
+  }
+  box.append(list);
+  return box;
+}
+
+function entryNode(entry) {
+  const li = el("li", `entry kind-${entry.kind}`);
+  li.id = `e-${entry.id}`;
+  li.dataset.id = entry.id;
+  li.dataset.msgId = entry.msg_id;
+  li.dataset.kind = entry.kind;
+  li.dataset.author = entry.author;
+  if (entry.kind === "human" && entry.author === state.name) li.classList.add("mine");
+  li.append(authorLine(entry));
+  const meta = entry.meta || {};
+  if (entry.kind === "judge" && meta.scores) {
+    li.append(verdictCard(entry));
+  } else {
+    const body = el("p", "text");
+    renderText(body, entry.text || "");
+    li.append(body);
+  }
+  if (entry.kind === "model") {
+    const bits = [];
+    if (meta.tokens) bits.push(`${meta.tokens} tokens`);
+    if (meta.first_token_s != null) bits.push(`first token ${Number(meta.first_token_s).toFixed(2)} s`);
+    if (meta.total_s != null) bits.push(`${Number(meta.total_s).toFixed(1)} s`);
+    if (meta.truncated) bits.push("cut short");
+    if (bits.length) li.append(el("p", "stats", bits.join(" · ")));
+  }
+  return li;
+}
+
+function addEntry(entry) {
+  if (!entry || !entry.id || state.seen.has(entry.id)) return;
+  if (state.cursor && !isAfter(entry.id, state.cursor)) return; // already shown: resumes overlap
+  const wasNear = nearBottom();
+  state.seen.add(entry.id);
+  state.seenMsg.add(entry.msg_id);
+  state.cursor = entry.id;
+  const pend = state.pending.get(entry.msg_id);
+  if (pend) {
+    pend.el.remove();
+    state.pending.delete(entry.msg_id);
+  }
+  if (entry.kind === "model") {
+    const meta = entry.meta || {};
+    const key = `${meta.model || entry.author}|${meta.turn || meta.cut}`;
+    const bubble = state.live.get(key);
+    if (bubble) {
+      bubble.remove();
+      state.live.delete(key);
+    }
+  }
+  $("timeline").append(entryNode(entry));
+  if (entry.kind === "human" && !state.members.has(entry.author)) {
+    state.members.add(entry.author);
+    renderMembers();
+  }
+  stickToBottom(wasNear);
+  if (entry.kind === "judge" || entry.kind === "model") scheduleStandings();
+}
+
+// ---------------------------------------------------------------- live tokens
+
+function onLive(event) {
+  if (!event || !event.model) return;
+  const key = `${event.model}|${event.turn}`;
+  if (event.type === "start" || event.type === "delta") {
+    let bubble = state.live.get(key);
+    if (!bubble) {
+      if (event.type === "delta" && state.seenMsg.has(`ans.${event.model}.${event.turn}`)) return;
+      bubble = el("div", "entry kind-model streaming");
+      bubble.dataset.model = event.model;
+      bubble.dataset.turn = event.turn;
+      bubble.setAttribute("aria-busy", "true");
+      const head = el("div", "head");
+      head.append(el("span", "author", event.model), el("span", "tag tag-model", "model"));
+      head.append(el("span", "typing", "writing…"));
+      bubble.append(head, el("p", "text"));
+      state.live.set(key, bubble);
+      const wasNear = nearBottom();
+      $("live").append(bubble);
+      stickToBottom(wasNear);
+    }
+    if (event.type === "delta" && event.text) {
+      const wasNear = nearBottom();
+      bubble.querySelector(".text").append(document.createTextNode(event.text));
+      stickToBottom(wasNear);
+    }
+  } else if (event.type === "end") {
+    const bubble = state.live.get(key);
+    if (!bubble) return;
+    bubble.removeAttribute("aria-busy");
+    const typing = bubble.querySelector(".typing");
+    if (typing) typing.textContent = event.outcome === "ok" ? "finishing…" : `stopped: ${event.outcome}`;
+    // The stored answer replaces the bubble; if none comes (empty answer, lost lease), drop it.
+    setTimeout(() => {
+      if (state.live.get(key) === bubble) {
+        bubble.remove();
+        state.live.delete(key);
+      }
+    }, event.outcome === "ok" ? 15000 : 4000);
+  }
+}
+
+// ---------------------------------------------------------------- posting
+
+function sendFrame(frame) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+    state.ws.send(JSON.stringify(frame));
+    return true;
+  }
+  return false;
+}
+
+function post(text) {
+  const id = newId();
+  const frame = { type: "post", id, text };
+  const li = el("li", "entry kind-human mine sending");
+  li.dataset.pending = id;
+  const head = el("div", "head");
+  head.append(el("span", "author", state.name), el("span", "tag tag-sending", "sending…"));
+  const body = el("p", "text");
+  renderText(body, text);
+  li.append(head, body);
+  $("pending").append(li);
+  state.pending.set(id, { frame, el: li });
+  stickToBottom(true);
+  sendFrame(frame);
+}
+
+function failPending(ref, message) {
+  const pend = state.pending.get(ref);
+  if (!pend) return false;
+  state.pending.delete(ref);
+  pend.el.classList.remove("sending");
+  pend.el.classList.add("failed");
+  const tag = pend.el.querySelector(".tag-sending");
+  if (tag) tag.textContent = "not sent";
+  const err = el("p", "entry-error", message);
+  err.setAttribute("role", "alert");
+  const dismiss = el("button", "link", "Dismiss");
+  dismiss.type = "button";
+  dismiss.addEventListener("click", () => {
+    pend.el.remove();
+    $("composer-text").focus();
+  });
+  err.append(" ", dismiss);
+  pend.el.append(err);
+  return true;
+}
+
+// ---------------------------------------------------------------- the socket
+
+function wsUrl() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  let url = `${proto}//${location.host}${API}/rooms/${encodeURIComponent(state.room)}/ws`;
+  url += `?name=${encodeURIComponent(state.name)}`;
+  if (state.cursor) url += `&cursor=${encodeURIComponent(state.cursor)}`;
+  return url;
+}
+
+function connect() {
+  clearTimeout(state.retryTimer);
+  if (state.stopped) return;
+  let ws;
+  try {
+    ws = new WebSocket(wsUrl());
+  } catch (err) {
+    scheduleReconnect();
+    return;
+  }
+  state.ws = ws;
+  let refusal = null;
+  let welcomed = false;
+  ws.onmessage = (ev) => {
+    state.lastFrameAt = Date.now();
+    let frame;
+    try {
+      frame = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    switch (frame.type) {
+      case "welcome":
+        welcomed = true;
+        onWelcome(frame);
+        break;
+      case "entry":
+        addEntry(frame.entry);
+        break;
+      case "live":
+        onLive(frame.event);
+        break;
+      case "ack": {
+        const pend = state.pending.get(frame.ref);
+        if (pend) pend.acked = true;
+        break;
+      }
+      case "error":
+        if (!welcomed) refusal = frame;
+        onErrorFrame(frame);
+        break;
+      default:
+        break;
+    }
+  };
+  ws.onclose = (ev) => {
+    if (state.ws !== ws) return;
+    state.ws = null;
+    clearInterval(state.pingTimer);
+    if (state.stopped) return;
+    if (REFUSED.has(ev.code)) {
+      const msg = refusal?.message || ev.reason || `the room refused the connection (${ev.code})`;
+      leaveRoom();
+      showJoinError(msg);
+      return;
+    }
+    if (state.lostAt === null) state.lostAt = performance.now();
+    scheduleReconnect();
+  };
+  ws.onerror = () => {}; // onclose follows and handles it
+}
+
+function onWelcome(frame) {
+  state.attempt = 0;
+  if (state.lostAt !== null) {
+    state.reconnects.push((performance.now() - state.lostAt) / 1000);
+    state.lostAt = null;
+  }
+  setConn("", "ok");
+  document.body.dataset.connected = "true";
+  document.body.dataset.replica = frame.replica || "";
+  for (const pend of state.pending.values()) {
+    if (!pend.acked) sendFrame(pend.frame); // the same id again: stored once
+  }
+  clearInterval(state.pingTimer);
+  state.lastFrameAt = Date.now();
+  state.pingTimer = setInterval(() => {
+    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+    if (Date.now() - state.lastFrameAt > 45000) {
+      state.ws.close(); // silent for too long: assume a half-open connection, resume elsewhere
+      return;
+    }
+    sendFrame({ type: "ping" });
+  }, 15000);
+  refreshStandings();
+  refreshMembers();
+}
+
+function scheduleReconnect() {
+  document.body.dataset.connected = "false";
+  state.attempt += 1;
+  const base = Math.min(5000, 150 * 2 ** (state.attempt - 1));
+  const delay = base / 2 + Math.random() * (base / 2);
+  // Stay quiet for a blip; say "reconnecting…" only when it takes a moment.
+  if (state.attempt > 1 || delay > 400) setConn("reconnecting…", "warn");
+  else setTimeout(() => { if (document.body.dataset.connected === "false") setConn("reconnecting…", "warn"); }, 600);
+  state.retryTimer = setTimeout(connect, delay);
+}
+
+function onErrorFrame(frame) {
+  const message = frame.message || frame.code || "something went wrong";
+  if (frame.code === "storage_unavailable" && frame.ref && state.pending.has(frame.ref)) {
+    const pend = state.pending.get(frame.ref);
+    setTimeout(() => { if (state.pending.has(frame.ref)) sendFrame(pend.frame); }, 1000);
+    return;
+  }
+  if (frame.ref && failPending(frame.ref, message)) {
+    toast(message);
+    return;
+  }
+  toast(message);
+}
+
+// ---------------------------------------------------------------- leader, board, members
+
+let standingsTimer = null;
+function scheduleStandings() {
+  clearTimeout(standingsTimer);
+  standingsTimer = setTimeout(refreshStandings, 300);
+}
+
+async function refreshStandings() {
+  if (!state.room) return;
+  const room = encodeURIComponent(state.room);
+  try {
+    const [lead, board] = await Promise.all([api(`/rooms/${room}/leader`), api(`/rooms/${room}/ratings`)]);
+    renderLeader(lead);
+    renderBoard(board);
+  } catch {
+    // transient (a replica restarting): the next refresh fixes it
+  }
+}
+
+function renderLeader(lead) {
+  state.leader = lead.leader;
+  const box = $("leader");
+  box.hidden = false;
+  $("leader-name").textContent = lead.leader || "none yet";
+  $("leader-term").textContent = lead.leader ? `term ${lead.term}` : "";
+  box.classList.toggle("none", !lead.leader);
+  document.body.dataset.leader = lead.leader || "";
+}
+
+function renderBoard(board) {
+  const body = $("board-body");
+  const rows = [];
+  board.standings.forEach((s, i) => {
+    const tr = el("tr");
+    tr.dataset.model = s.model;
+    if (s.leader) tr.className = "is-leader";
+    tr.append(el("td", "rank", i + 1));
+    const cell = el("td", "model");
+    const name = el("span", "model-cell");
+    cell.append(name);
+    const dot = el("span", s.healthy ? "dot up" : "dot down");
+    dot.title = s.healthy ? "healthy" : "not answering";
+    dot.setAttribute("role", "img");
+    dot.setAttribute("aria-label", s.healthy ? "healthy" : "not answering");
+    name.append(dot, el("span", "", s.model));
+    if (s.leader) {
+      const crown = $("crown-tpl").content.firstElementChild.cloneNode(true);
+      const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+      title.textContent = "leader";
+      crown.prepend(title);
+      name.append(crown);
+    }
+    tr.append(cell);
+    tr.append(el("td", "num", Math.round(s.rating)));
+    tr.append(el("td", "num", `${s.wins}–${s.losses}–${s.ties}`));
+    tr.append(el("td", "num", s.rounds ? Number(s.mean_score).toFixed(1) : "–"));
+    rows.push(tr);
+  });
+  body.replaceChildren(...rows);
+}
+
+async function refreshMembers() {
+  if (!state.room) return;
+  try {
+    const room = encodeURIComponent(state.room);
+    const [info, list] = await Promise.all([api(`/rooms/${room}`), api(`/rooms/${room}/members`)]);
+    state.models = info.models.map((m) => m.name);
+    for (const m of list.members) state.members.add(m.name);
+    $("room-title").textContent = info.title ? `${info.name} — ${info.title}` : info.name;
+    $("room-title").hidden = false;
+    renderMembers();
+  } catch {
+    // try again on the next welcome
+  }
+}
+
+function renderMembers() {
+  const items = [];
+  for (const m of state.models) {
+    const li = el("li", "member model");
+    li.append(el("span", "tag tag-model", "model"), el("span", "", m));
+    items.push(li);
+  }
+  for (const m of [...state.members].sort()) {
+    const li = el("li", "member person", m);
+    if (m === state.name) li.append(el("span", "you", " (you)"));
+    items.push(li);
+  }
+  $("members").replaceChildren(...items);
+}
+
+// ---------------------------------------------------------------- @mention completion
+
+const mention = { open: false, items: [], index: 0, start: 0 };
+
+function mentionCandidates(prefix) {
+  const p = prefix.toLowerCase();
+  const names = [
+    ...state.models.map((n) => ({ name: n, kind: "model" })),
+    { name: "everyone", kind: "all models" },
+    ...[...state.members].filter((n) => n !== state.name).map((n) => ({ name: n, kind: "person" })),
+  ];
+  return names.filter((c) => c.name.toLowerCase().startsWith(p)).slice(0, 8);
+}
+
+function updateMentions() {
+  const ta = $("composer-text");
+  const before = ta.value.slice(0, ta.selectionStart);
+  const m = /(^|\s)@([\w.-]*)$/.exec(before);
+  if (!m || ta.selectionStart !== ta.selectionEnd) return closeMentions();
+  const items = mentionCandidates(m[2]);
+  if (!items.length) return closeMentions();
+  mention.open = true;
+  mention.items = items;
+  mention.start = before.length - m[2].length - 1;
+  mention.index = Math.min(mention.index, items.length - 1);
+  renderMentions();
+}
+
+function renderMentions() {
+  const list = $("mention-list");
+  const ta = $("composer-text");
+  const opts = mention.items.map((c, i) => {
+    const li = el("li", "option");
+    li.id = `mention-${i}`;
+    li.setAttribute("role", "option");
+    li.setAttribute("aria-selected", String(i === mention.index));
+    li.append(el("span", "opt-name", `@${c.name}`), el("span", "opt-kind", c.kind));
+    li.addEventListener("mousedown", (ev) => {
+      ev.preventDefault();
+      mention.index = i;
+      completeMention();
+    });
+    return li;
+  });
+  list.replaceChildren(...opts);
+  list.hidden = false;
+  ta.setAttribute("aria-expanded", "true");
+  ta.setAttribute("aria-activedescendant", `mention-${mention.index}`);
+}
+
+function closeMentions() {
+  mention.open = false;
+  mention.index = 0;
+  $("mention-list").hidden = true;
+  const ta = $("composer-text");
+  ta.setAttribute("aria-expanded", "false");
+  ta.removeAttribute("aria-activedescendant");
+}
+
+function completeMention() {
+  const ta = $("composer-text");
+  const pick = mention.items[mention.index];
+  if (!pick) return closeMentions();
+  const after = ta.value.slice(ta.selectionStart);
+  const head = ta.value.slice(0, mention.start) + `@${pick.name} `;
+  ta.value = head + after.replace(/^\S*\s?/, "");
+  ta.selectionStart = ta.selectionEnd = head.length;
+  closeMentions();
+  autosize();
+}
+
+function autosize() {
+  const ta = $("composer-text");
+  ta.style.height = "auto";
+  ta.style.height = `${Math.min(ta.scrollHeight, 200)}px`;
+}
+
+// ---------------------------------------------------------------- join / leave
+
+function showJoinError(msg) {
+  $("join-error").textContent = msg;
+  $("join-name").focus();
+}
+
+async function loadRooms() {
+  const select = $("join-room");
+  try {
+    const { rooms } = await api("/rooms");
+    const wanted = new URLSearchParams(location.search).get("room") || localStorage.getItem("llmchat.room");
+    select.replaceChildren(
+      ...rooms.map((r) => {
+        const o = el("option", "", r.title ? `${r.name} — ${r.title}` : r.name);
+        o.value = r.name;
+        if (r.name === wanted) o.selected = true;
+        return o;
+      }),
+    );
+    if (!rooms.length) showJoinError("There is no room yet: start one with `llmchat up`.");
+  } catch (err) {
+    showJoinError(`Could not list the rooms: ${err.message}`);
+  }
+}
+
+async function joinRoom(room, name) {
+  $("join-error").textContent = "";
+  $("join-button").disabled = true;
+  try {
+    await api(`/rooms/${encodeURIComponent(room)}/members`, {
+      method: "POST",
+      body: JSON.stringify({ name }),
+    });
+  } catch (err) {
+    $("join-button").disabled = false;
+    showJoinError(err.message);
+    return;
+  }
+  $("join-button").disabled = false;
+  localStorage.setItem("llmchat.name", name);
+  localStorage.setItem("llmchat.room", room);
+  sessionStorage.setItem("llmchat.joined", "1");
+  Object.assign(state, { room, name, cursor: null, stopped: false, attempt: 0, lostAt: null });
+  state.seen.clear();
+  state.seenMsg.clear();
+  state.pending.clear();
+  state.live.clear();
+  state.members = new Set([name]);
+  for (const id of ["timeline", "live", "pending"]) $(id).replaceChildren();
+  $("join-view").hidden = true;
+  $("room-view").hidden = false;
+  document.title = `${room} — LLM-In-The-Chat`;
+  setConn("connecting…", "warn");
+  connect();
+  $("composer-text").focus();
+}
+
+function leaveRoom() {
+  state.stopped = true;
+  clearTimeout(state.retryTimer);
+  clearInterval(state.pingTimer);
+  const ws = state.ws;
+  state.ws = null;
+  if (ws) ws.close(1000);
+  sessionStorage.removeItem("llmchat.joined");
+  $("room-view").hidden = true;
+  $("join-view").hidden = false;
+  $("leader").hidden = true;
+  $("room-title").hidden = true;
+  setConn("");
+  document.title = "LLM-In-The-Chat";
+}
+
+// ---------------------------------------------------------------- wiring
+
+function init() {
+  const nameInput = $("join-name");
+  nameInput.value = localStorage.getItem("llmchat.name") || "";
+  $("join-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const name = nameInput.value.trim();
+    const room = $("join-room").value;
+    if (!room) return showJoinError("Choose a room.");
+    if (!name) return showJoinError("Enter a name.");
+    if (/\s/.test(name)) return showJoinError("A name cannot contain spaces (it is used for @mentions).");
+    joinRoom(room, name);
+  });
+  $("leave").addEventListener("click", leaveRoom);
+
+  const ta = $("composer-text");
+  $("composer").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const text = ta.value;
+    if (!text.trim()) return;
+    post(text);
+    ta.value = "";
+    autosize();
+    closeMentions();
+  });
+  ta.addEventListener("input", () => {
+    autosize();
+    updateMentions();
+  });
+  ta.addEventListener("click", updateMentions);
+  ta.addEventListener("blur", () => setTimeout(closeMentions, 100));
+  ta.addEventListener("keydown", (ev) => {
+    if (mention.open) {
+      if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+        ev.preventDefault();
+        const n = mention.items.length;
+        mention.index = (mention.index + (ev.key === "ArrowDown" ? 1 : n - 1)) % n;
+        renderMentions();
+        return;
+      }
+      if (ev.key === "Enter" || ev.key === "Tab") {
+        ev.preventDefault();
+        completeMention();
+        return;
+      }
+      if (ev.key === "Escape") {
+        ev.preventDefault();
+        closeMentions();
+        return;
+      }
+    }
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+
+  setInterval(() => {
+    if (!state.stopped && document.visibilityState === "visible") refreshStandings();
+  }, 5000);
+
+  loadRooms().then(() => {
+    // A reload rejoins the room this tab was in.
+    const room = localStorage.getItem("llmchat.room");
+    const name = localStorage.getItem("llmchat.name");
+    if (sessionStorage.getItem("llmchat.joined") && room && name && $("join-room").value === room) {
+      joinRoom(room, name);
+    }
+  });
+}
+
+init();
