@@ -79,10 +79,30 @@ def _truncate_to(line: str, tokens: int, count_tokens: Callable[[str], int]) -> 
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
-def clean_answer(text: str, name: str) -> str:
-    """Drop control characters and terminal escapes, whitespace, and a ``name:`` prefix."""
+#: Most stop sequences passed to a backend (llama.cpp checks each one per token).
+MAX_STOPS = 16
+
+
+def stop_sequences(speakers: set[str]) -> list[str]:
+    """Stop when the model starts writing another turn of the transcript (``\nalice:``)."""
+    return [f"\n{s}:" for s in sorted(speakers)][:MAX_STOPS]
+
+
+def clean_answer(text: str, name: str, speakers: set[str] | None = None) -> str:
+    """Drop control characters and terminal escapes, whitespace, and a ``speaker:`` prefix
+    (small models like to echo the transcript's format)."""
     text = _CONTROL.sub("", text).strip()
-    for prefix in (f"{name}:", f"@{name}:"):
-        if text.lower().startswith(prefix.lower()):
-            text = text[len(prefix) :].lstrip()
+    names = {name, *(speakers or set())}
+    changed = True
+    while changed:
+        changed = False
+        for who in names:
+            for prefix in (f"{who}:", f"@{who}:"):
+                if text.lower().startswith(prefix.lower()):
+                    text = text[len(prefix) :].lstrip()
+                    changed = True
+    for who in names:  # a transcript line for someone else ends the answer
+        marker = f"\n{who}:"
+        if marker.lower() in text.lower():
+            text = text[: text.lower().index(marker.lower())].rstrip()
     return text

@@ -36,7 +36,7 @@ from model_worker.backends.base import (
 )
 from model_worker.elector import Elector
 from model_worker.jobs import Job, JobQueue, Stream
-from model_worker.prompt import build_prompt, clean_answer
+from model_worker.prompt import build_prompt, clean_answer, stop_sequences
 from model_worker.settings import WorkerSettings
 
 log = get_logger(__name__)
@@ -232,6 +232,7 @@ class Worker:
             budget_tokens=self.settings.context_tokens,
             count_tokens=self.backend.count_tokens,
         )
+        speakers = {e.author for e in entries} | ({m.name for m in cfg.models} if cfg else set())
         base = {"model": self.name, "turn": turn.cut, "worker": self.settings.consumer}
         await live.publish(self.redis, room, {"type": "start", **base})
         started = time.monotonic()
@@ -245,6 +246,7 @@ class Worker:
                 temperature=self.settings.temperature,
                 seed=self.settings.seed,
                 timeout_s=self.settings.generation_timeout_s,
+                stop=stop_sequences(speakers),
             ):
                 if not delta:
                     continue
@@ -269,7 +271,7 @@ class Worker:
         total = time.monotonic() - started
         metrics.BACKEND_UP.labels(self.name).set(1 if self.healthy else 0)
         self.generations += 1
-        text = clean_answer("".join(parts), self.name)
+        text = clean_answer("".join(parts), self.name, speakers)
         if not text and outcome == "ok":
             outcome, problem = "empty", "the model returned an empty answer"
         metrics.GENERATIONS.labels(self.name, outcome).inc()

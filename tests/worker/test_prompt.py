@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from model_worker.backends.base import estimate_tokens
-from model_worker.prompt import build_prompt, clean_answer
+from model_worker.prompt import build_prompt, clean_answer, stop_sequences
 
 from llmchat.models import Entry, EntryKind
 
@@ -83,3 +83,15 @@ def test_clean_answer_drops_control_characters_and_escapes() -> None:
     assert clean_answer("\x1b[31mred\x1b[0m\x00 text\x07", "ada") == "red text"
     assert clean_answer("line one\nline two\ttab", "ada") == "line one\nline two\ttab"
     assert clean_answer("\x00\x01", "ada") == ""
+
+
+def test_echoed_transcript_lines_are_removed() -> None:
+    speakers = {"alice", "sprout", "smol"}
+    raw = "alice: The primary colour is red.\nsprout: The primary colour is red"
+    assert clean_answer(raw, "smol", speakers) == "The primary colour is red."
+    assert clean_answer("smol: sprout: hi there", "smol", speakers) == "hi there"
+    assert clean_answer("Alice asked: fine", "smol", speakers) == "Alice asked: fine"
+
+
+def test_stop_sequences_name_each_speaker() -> None:
+    assert stop_sequences({"bob", "alice"}) == ["\nalice:", "\nbob:"]
