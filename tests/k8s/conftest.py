@@ -93,21 +93,30 @@ def k8s_binaries(pytestconfig: pytest.Config) -> Binaries:
     return found
 
 
+_CLUSTER_KEY = pytest.StashKey[ClusterHandle]()
+
+
 @pytest.fixture(scope="session")
 def k8s_cluster(
-    k8s_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ClusterHandle]:
-    """One real control plane for the whole session (logs kept under the pytest tmp dir)."""
+    k8s_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> ClusterHandle:
+    """One real control plane for the whole session (logs kept under the pytest tmp dir).
+
+    Kept in the session's stash and stopped at the session's end, so conftests that import
+    these fixtures (``tests/operator``) share the one cluster instead of starting another.
+    """
+    handle = pytestconfig.stash.get(_CLUSTER_KEY, None)
+    if handle is not None:
+        return handle
     workdir = tmp_path_factory.mktemp("k8s-cluster")
     cluster = DevCluster(workdir, binaries=k8s_binaries, startup_timeout=120.0)
     try:
         handle = cluster.start()
     except ClusterStartError as exc:
         pytest.fail(f"the test control plane did not start: {exc}", pytrace=False)
-    try:
-        yield handle
-    finally:
-        cluster.stop()
+    pytestconfig.add_cleanup(cluster.stop)
+    pytestconfig.stash[_CLUSTER_KEY] = handle
+    return handle
 
 
 class CommandError(AssertionError):

@@ -1,0 +1,177 @@
+"""``llmchat operator``: active/standby on the operator's Lease, kopf while active.
+
+Every replica serves /healthz, /readyz and /metrics. A standby retries the Lease every
+``lease_retry_s``; the replica that acquires it starts kopf (standalone: the Lease, not kopf's
+peering, decides who reconciles) and renews the Lease every ``lease_renew_s``. A replica that
+loses the Lease stops kopf and exits with code 1, so its Deployment restarts it as a standby;
+on SIGTERM the active replica stops kopf and releases the Lease, so a standby takes over at
+once instead of after the Lease's duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import signal
+import time
+from typing import Any
+
+import kopf
+
+from chatroom_operator import metrics
+from chatroom_operator.handlers import Reconciler, register
+from chatroom_operator.kube import Kube, new_api_client
+from chatroom_operator.settings import OperatorSettings
+from llmchat.health_server import HealthServer
+from llmchat.lease import LeaseRecord
+from llmchat.lease_k8s import KubernetesLease
+from llmchat.logs import configure_logging, get_logger
+
+log = get_logger("chatroom_operator")
+#: How long kopf may take to stop after the Lease is lost or on SIGTERM.
+KOPF_STOP_TIMEOUT_S = 10.0
+LOST = 1
+
+
+class Operator:
+    def __init__(self, settings: OperatorSettings) -> None:
+        self.settings = settings
+        self.role = "standby"
+        self.started = time.monotonic()
+        self.api = new_api_client()
+        # built before campaigning: the client imports its (large) API modules lazily, which
+        # would stall the event loop for seconds right after acquiring the Lease
+        self.kube = Kube(self.api)
+        self.lease = KubernetesLease(
+            self.api,
+            settings.lease_name,
+            settings.lease_namespace,
+            duration_s=settings.lease_duration_s,
+            # its own thread: renewals never wait behind the reconciler's API calls
+            executor=concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lease"),
+            labels={
+                "app.kubernetes.io/name": "llm-in-the-chat",
+                "app.kubernetes.io/component": "operator",
+            },
+        )
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        return True, {"role": self.role, "identity": self.settings.identity}
+
+    async def run(self, stop: asyncio.Event) -> int:
+        health = None
+        if self.settings.port:
+            health = HealthServer("operator", self.settings.host, self.settings.port, self.ready)
+            health.start()
+        try:
+            record = await self._campaign(stop)
+            if record is None:
+                return 0
+            return await self._lead(record, stop)
+        finally:
+            metrics.ACTIVE.set(0)
+            metrics.LEASE_TERM.set(0)
+            if health is not None:
+                await health.stop()
+            self.api.close()  # type: ignore[no-untyped-call]
+
+    async def _campaign(self, stop: asyncio.Event) -> LeaseRecord | None:
+        s = self.settings
+        log.info(
+            "operator_standby",
+            identity=s.identity,
+            lease=f"{s.lease_namespace}/{s.lease_name}",
+        )
+        waited = time.monotonic()
+        while not stop.is_set():
+            try:
+                record = await self.lease.try_acquire(s.identity)
+            except Exception as exc:  # the API server may be away for a moment
+                log.warning("operator_lease_error", error=str(exc))
+                record = None
+            if record is not None:
+                log.info(
+                    "operator_active",
+                    identity=s.identity,
+                    term=record.term,
+                    waited_s=round(time.monotonic() - waited, 3),
+                )
+                return record
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), s.lease_retry_s)
+        return None
+
+    async def _lead(self, record: LeaseRecord, stop: asyncio.Event) -> int:
+        s = self.settings
+        self.role = "active"
+        metrics.ACTIVE.set(1)
+        metrics.LEASE_TERM.set(record.term)
+        registry = kopf.OperatorRegistry()
+        register(registry, Reconciler(s, self.kube), s)
+        kopf_stop = asyncio.Event()
+        kopf_task = asyncio.create_task(
+            kopf.operator(
+                registry=registry,
+                standalone=True,
+                clusterwide=not s.namespaces,
+                namespaces=s.namespaces,
+                stop_flag=kopf_stop,
+            )
+        )
+        renewed = time.monotonic()
+        lost = False
+        while not stop.is_set() and not kopf_task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), s.lease_renew_s)
+            if stop.is_set():
+                break
+            try:
+                ok = await self.lease.renew(s.identity, record.term)
+            except Exception as exc:
+                log.warning("operator_renew_error", error=str(exc))
+                # keep acting only while the Lease we last renewed is surely still ours
+                ok = time.monotonic() - renewed < s.lease_duration_s - s.lease_renew_s
+            else:
+                if ok:
+                    renewed = time.monotonic()
+            if not ok:
+                lost = True
+                log.error("operator_lease_lost", identity=s.identity, term=record.term)
+                break
+        kopf_stop.set()
+        try:
+            await asyncio.wait_for(kopf_task, KOPF_STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.error("operator_kopf_stop_timeout", timeout_s=KOPF_STOP_TIMEOUT_S)
+        except Exception as exc:
+            log.error("operator_kopf_failed", error=str(exc))
+            lost = True
+        else:
+            if not lost and not stop.is_set():
+                # kopf handles SIGTERM/SIGINT itself (its handlers replace ours once it runs)
+                # and returns normally; on a fatal error it raises instead
+                log.info("operator_kopf_stopped")
+                stop.set()
+        self.role = "standby"
+        if not lost:
+            with contextlib.suppress(Exception):
+                await self.lease.release(s.identity, record.term)
+            log.info("operator_released", identity=s.identity, term=record.term)
+            return 0
+        return LOST
+
+
+async def serve(settings: OperatorSettings, stop: asyncio.Event | None = None) -> int:
+    """Run until ``stop`` (or SIGTERM/SIGINT); the process's exit code."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    return await Operator(settings).run(stop)
+
+
+def run(settings: OperatorSettings) -> int:
+    configure_logging(settings.log_level, settings.log_format)
+    return asyncio.run(serve(settings))

@@ -1,0 +1,350 @@
+"""Pure status logic: what is wrong with a room, and its status from what its children report.
+
+Phases: ``Pending`` (nothing ready yet), ``Progressing`` (some replicas not ready), ``Ready``
+(every model and the judge fully ready) and ``Degraded`` (the room cannot work as specified;
+the ``Degraded`` condition says why). Conditions follow the Kubernetes convention: ``type``,
+``status``, ``reason``, ``message``, ``lastTransitionTime``, ``observedGeneration``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chatroom_operator.builders import judge_lease_name, judge_name, leader_lease_name, worker_name
+from chatroom_operator.spec import ChatRoomSpec, RoomRef, SecretRef
+
+PENDING = "Pending"
+PROGRESSING = "Progressing"
+READY = "Ready"
+DEGRADED = "Degraded"
+PHASES = (PENDING, PROGRESSING, READY, DEGRADED)
+#: The longest room name (its children's names and labels are built from it).
+MAX_ROOM_NAME = 40
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a room cannot work as specified (becomes the Degraded condition)."""
+
+    reason: str
+    message: str
+    #: The judge cannot start (its Deployment is left out until this is fixed).
+    blocks_judge: bool = False
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """What the status needs from a child Deployment (kept in the operator's index)."""
+
+    name: str
+    owner_uid: str | None
+    replicas: int
+    ready_replicas: int
+    updated_replicas: int
+    status_replicas: int
+    generation: int
+    observed_generation: int
+
+    @classmethod
+    def from_body(
+        cls, name: str, meta: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any]
+    ) -> DeploymentView:
+        owners = [o for o in meta.get("ownerReferences") or [] if o.get("controller")]
+        return cls(
+            name=name,
+            owner_uid=owners[0].get("uid") if owners else None,
+            replicas=int(spec.get("replicas", 1)),
+            ready_replicas=int(status.get("readyReplicas") or 0),
+            updated_replicas=int(status.get("updatedReplicas") or 0),
+            status_replicas=int(status.get("replicas") or 0),
+            generation=int(meta.get("generation") or 0),
+            observed_generation=int(status.get("observedGeneration") or 0),
+        )
+
+    def ready_for(self, desired: int) -> bool:
+        """Rolled out: the desired replicas, all updated and ready, no old ones left."""
+        return (
+            self.replicas == desired
+            and self.observed_generation >= self.generation
+            and self.updated_replicas >= desired
+            and self.ready_replicas >= desired
+            and self.status_replicas == desired
+        )
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    """A room Lease: who holds it, in which term, until when."""
+
+    name: str
+    holder: str | None
+    term: int
+    renewed_at: dt.datetime | None
+    duration_s: int
+
+    @classmethod
+    def from_spec(cls, name: str, spec: Mapping[str, Any]) -> LeaseView:
+        renewed = spec.get("renewTime")
+        return cls(
+            name=name,
+            holder=spec.get("holderIdentity") or None,
+            term=int(spec.get("leaseTransitions") or 0),
+            renewed_at=_parse_time(renewed) if isinstance(renewed, str) else None,
+            duration_s=int(spec.get("leaseDurationSeconds") or 0),
+        )
+
+    def live_holder(self, now: dt.datetime) -> str | None:
+        if self.holder is None or self.renewed_at is None:
+            return None
+        if now >= self.renewed_at + dt.timedelta(seconds=self.duration_s):
+            return None
+        return self.holder
+
+
+def _parse_time(value: str) -> dt.datetime | None:
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def format_time(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- problems ----------------------------------------------------------------------------------
+
+
+def secrets_needed(spec: ChatRoomSpec) -> set[str]:
+    """The Secrets the room's pods read (their existence is checked before applying)."""
+    refs: list[SecretRef | None] = [m.secret_ref for m in spec.models if m.backend == "gemini"]
+    if spec.judge.provider == "gemini":
+        refs.append(spec.judge.secret_ref)
+    return {r.name for r in refs if r is not None}
+
+
+def _secret_problem(
+    who: str, ref: SecretRef | None, secrets: Mapping[str, set[str] | None], namespace: str
+) -> tuple[str, str] | None:
+    if ref is None:
+        return "SecretRefMissing", f"{who} uses Gemini but names no secretRef holding its API key"
+    keys = secrets.get(ref.name)
+    if keys is None:
+        return (
+            "SecretMissing",
+            f"{who} needs Secret {ref.name!r} (key {ref.key!r}) in namespace {namespace!r}, "
+            f"which does not exist; create it with: kubectl create secret generic {ref.name} "
+            f"-n {namespace} --from-literal={ref.key}=<Gemini API key>",
+        )
+    if ref.key not in keys:
+        have = ", ".join(sorted(keys)) or "none"
+        return (
+            "SecretKeyMissing",
+            f"{who} needs key {ref.key!r} in Secret {ref.name!r}, which has keys: {have}",
+        )
+    return None
+
+
+def find_problems(
+    room: RoomRef, spec: ChatRoomSpec, secrets: Mapping[str, set[str] | None]
+) -> list[Problem]:
+    """What keeps the room from working, beyond what the CRD's schema rejects.
+
+    ``secrets`` maps each Secret of ``secrets_needed(spec)`` to its keys (None: missing).
+    The schema checks are repeated for objects that skipped admission (older CRD versions).
+    """
+    problems: list[Problem] = []
+    if len(room.name) > MAX_ROOM_NAME:
+        problems.append(
+            Problem(
+                "NameTooLong",
+                f"room name {room.name!r} has {len(room.name)} characters; the limit is "
+                f"{MAX_ROOM_NAME} (it names the room's Deployments and Leases)",
+            )
+        )
+    names = spec.model_names()
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(
+            Problem("DuplicateModels", f"model names must be unique; repeated: {', '.join(dupes)}")
+        )
+    if not spec.models:
+        problems.append(Problem("NoModels", "the room has no models"))
+    election = spec.election
+    if not election.renew_interval_seconds < election.lease_duration_seconds:
+        problems.append(
+            Problem(
+                "InvalidLeaseTimings",
+                f"renewIntervalSeconds ({election.renew_interval_seconds}) must be shorter than "
+                f"leaseDurationSeconds ({election.lease_duration_seconds})",
+            )
+        )
+    for model in spec.models:
+        if model.backend == "gemini":
+            found = _secret_problem(
+                f"model {model.name!r}", model.secret_ref, secrets, room.namespace
+            )
+            if found:
+                problems.append(Problem(f"Model{found[0]}", found[1]))
+    if spec.judge.provider == "gemini" and spec.judge.replicas > 0:
+        found = _secret_problem("the gemini judge", spec.judge.secret_ref, secrets, room.namespace)
+        if found:
+            problems.append(Problem(f"Judge{found[0]}", found[1], blocks_judge=True))
+    return problems
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+def _condition(
+    *,
+    kind: str,
+    ok: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    previous: Mapping[str, Mapping[str, Any]],
+    now: dt.datetime,
+) -> dict[str, Any]:
+    status = "True" if ok else "False"
+    before = previous.get(kind)
+    changed = before is None or before.get("status") != status
+    last = format_time(now) if changed or before is None else before.get("lastTransitionTime")
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": last or format_time(now),
+        "observedGeneration": generation,
+    }
+
+
+def compute_status(
+    *,
+    room: RoomRef,
+    spec: ChatRoomSpec,
+    deployments: Iterable[DeploymentView],
+    leases: Iterable[LeaseView],
+    problems: list[Problem],
+    previous: Mapping[str, Any] | None,
+    now: dt.datetime,
+    ratings: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """The room's whole ``status`` from its children (owned by this room only)."""
+    by_name = {d.name: d for d in deployments if d.owner_uid in (None, room.uid)}
+    lease_by_name = {lease.name: lease for lease in leases}
+    models: list[dict[str, Any]] = []
+    waiting: list[str] = []
+    unavailable: list[str] = []
+    total_ready = 0
+    for m in spec.models:
+        dep = by_name.get(worker_name(room.name, m.name))
+        ready = dep.ready_replicas if dep else 0
+        total_ready += ready
+        is_ready = m.replicas == 0 or (dep is not None and dep.ready_for(m.replicas))
+        entry: dict[str, Any] = {
+            "name": m.name,
+            "replicas": m.replicas,
+            "readyReplicas": ready,
+            "ready": is_ready,
+        }
+        if ratings and m.name in ratings:
+            entry["rating"] = round(float(ratings[m.name]), 1)
+        models.append(entry)
+        if not is_ready:
+            waiting.append(f"{m.name} ({ready}/{m.replicas} ready)")
+        if m.replicas > 0 and ready == 0:
+            unavailable.append(m.name)
+
+    judge_blocked = any(p.blocks_judge for p in problems)
+    judge_replicas = spec.judge.replicas
+    judge_dep = by_name.get(judge_name(room.name))
+    judge_ready = judge_dep.ready_replicas if judge_dep else 0
+    total_ready += judge_ready
+    judge_ok = judge_replicas == 0 or (
+        judge_dep is not None and judge_dep.ready_for(judge_replicas)
+    )
+    if not judge_ok and not judge_blocked:
+        waiting.append(f"judge ({judge_ready}/{judge_replicas} ready)")
+    if judge_replicas > 0 and judge_ready == 0:
+        unavailable.append("judge")
+
+    all_ready = not waiting and judge_ok
+    if problems:
+        phase = DEGRADED
+    elif all_ready:
+        phase = READY
+    elif total_ready == 0:
+        phase = PENDING
+    else:
+        phase = PROGRESSING
+
+    previous = previous or {}
+    before = {c["type"]: c for c in previous.get("conditions") or [] if "type" in c}
+    gen = room.generation
+    ready_models = sum(1 for m in models if m["ready"])
+    condition = functools.partial(_condition, generation=gen, previous=before, now=now)
+    conditions = [
+        condition(
+            kind="Available",
+            ok=not unavailable,
+            reason="MinimumReplicasAvailable" if not unavailable else "ReplicasUnavailable",
+            message="every model and the judge have a ready replica"
+            if not unavailable
+            else f"no ready replica: {', '.join(unavailable)}",
+        ),
+        condition(
+            kind="Progressing",
+            ok=bool(waiting),
+            reason="RollingOut" if waiting else "RolloutComplete",
+            message=f"waiting for {', '.join(waiting)}"
+            if waiting
+            else "every replica is up to date",
+        ),
+        condition(
+            kind="Degraded",
+            ok=bool(problems),
+            reason=problems[0].reason if problems else "AsExpected",
+            message="; ".join(p.message for p in problems)
+            if problems
+            else "the room works as specified",
+        ),
+    ]
+
+    leader_lease = lease_by_name.get(leader_lease_name(room.name))
+    judge_lease = lease_by_name.get(judge_lease_name(room.name))
+    leader = leader_lease.live_holder(now) if leader_lease else None
+    return {
+        "phase": phase,
+        "leader": leader,
+        "term": leader_lease.term if leader_lease else 0,
+        "readyModels": f"{ready_models}/{len(models)}",
+        "modelNames": ",".join(m.name for m in spec.models),
+        "observedGeneration": gen,
+        "models": models,
+        "judge": {
+            "replicas": judge_replicas,
+            "readyReplicas": judge_ready,
+            "holder": judge_lease.live_holder(now) if judge_lease else None,
+        },
+        "conditions": conditions,
+    }
+
+
+def same_status(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
+    """Equal apart from null fields (a merge patch drops them)."""
+    return bool(_strip(a or {}) == _strip(b))
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _strip(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
