@@ -177,6 +177,18 @@ class RedisLease(Lease):
     async def release(self, holder: str, term: int) -> bool:
         return bool(int(await self._release(keys=[self.key], args=[holder, term, now_ms()])))
 
+    async def mirror(self, holder: str, term: int, duration_s: float) -> None:
+        """Copy another lease's state here (the fencing record; see ``lease_select``)."""
+        await self._redis.hset(
+            self.key,
+            mapping={
+                "holder": holder,
+                "term": term,
+                "renewed": now_ms(),
+                "duration": int(duration_s * 1000),
+            },
+        )
+
     async def read(self) -> LeaseRecord:
         h = cast(dict[str, str], await self._redis.hgetall(self.key))
         holder = h.get("holder") or None

@@ -30,7 +30,8 @@ from judge.scorers import Scorer, ScorerError
 from judge.settings import JudgeSettings
 from llmchat import keys
 from llmchat.ids import parse_stream_id
-from llmchat.lease import RedisLease
+from llmchat.lease import lease_key
+from llmchat.lease_select import make_lease
 from llmchat.logs import get_logger
 from llmchat.models import Entry, EntryKind, NewEntry
 from llmchat.ratings import RatingStore
@@ -107,7 +108,14 @@ class JudgeService:
         self.timeline = Timeline(redis)
         self.router = Router(redis, self.timeline)
         self.ratings = RatingStore(redis)
-        self.lease = RedisLease(redis, settings.lease_name, settings.lease_duration_s)
+        self.lease = make_lease(
+            redis,
+            name=settings.lease_name,
+            redis_key=lease_key(settings.lease_name),
+            duration_s=settings.lease_duration_s,
+            namespace=settings.lease_namespace,
+        )
+        self.fence_key = lease_key(settings.lease_name)
         self.term: int | None = None
         self.judged = 0
         self._claim_all = False
@@ -233,7 +241,7 @@ class JudgeService:
         answers = await self._answers(rnd)
         started = time.monotonic()
         room = rnd.room
-        fence = Fence(self.lease.key, self.settings.consumer, self.term) if self.term else None
+        fence = Fence(self.fence_key, self.settings.consumer, self.term) if self.term else None
         if len(answers) < 2:
             await self._post(
                 rnd,

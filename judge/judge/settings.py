@@ -28,6 +28,9 @@ class JudgeSettings(BaseSettings):
     judge_retries: int = Field(default=3, ge=1, le=10, description="Attempts per pass.")
     round_deadline_s: float = Field(default=120.0, gt=0, le=3600)
     lease_name: str = Field(default="judge", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    lease_namespace: str | None = Field(
+        default=None, description="On Kubernetes: the namespace of the judge's Lease object."
+    )
     lease_duration_s: float = Field(default=1.0, gt=0, le=60)
     lease_renew_s: float = Field(default=0.25, gt=0, le=30)
     lease_retry_s: float = Field(default=0.1, gt=0, le=30)
