@@ -25,12 +25,13 @@ $(STAMP): pyproject.toml
 
 deps: $(STAMP) ## Create .venv and install the Python dependencies
 
-APT_PACKAGES := redis-server chromium
+APT_PACKAGES := redis-server chromium prometheus
 
-system-deps: ## Install Debian packages the project needs (redis-server; chromium for tests)
+system-deps: ## Install Debian packages the project needs (redis-server; chromium, prometheus for tests)
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo "==> installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
