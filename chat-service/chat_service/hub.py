@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
@@ -25,9 +26,25 @@ from llmchat.timeline import Rows, Timeline, decode_entry
 
 log = get_logger(__name__)
 
+
+@dataclass(frozen=True, slots=True)
+class WireEntry:
+    """A live timeline entry, its ``entry`` frame serialised once per replica (not per client)."""
+
+    id: str
+    ts: float
+    text: str
+
+
+def wire_json(value: Any) -> str:
+    """JSON as the WebSocket layer sends it (compact, UTF-8)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 Item = (
     tuple[Literal["entry"], Entry]
-    | tuple[Literal["live"], dict[str, Any]]
+    | tuple[Literal["wire"], WireEntry]
+    | tuple[Literal["live"], str]
     | tuple[Literal["frame"], dict[str, Any]]
 )
 
@@ -90,8 +107,12 @@ class RoomFeed:
                     except (ValueError, KeyError) as exc:  # a foreign or corrupt entry
                         log.error("feed_bad_entry", room=self.room, id=sid, error=str(exc))
                         continue
+                    if not self.subscribers:
+                        continue
+                    frame = {"type": "entry", "entry": entry.model_dump(mode="json")}
+                    item: Item = ("wire", WireEntry(entry.id, entry.ts, wire_json(frame)))
                     for sub in tuple(self.subscribers):
-                        sub.push(("entry", entry))
+                        sub.push(item)
 
 
 class Hub:
@@ -186,8 +207,9 @@ class Hub:
             return
         if not isinstance(event, dict):
             return
+        item: Item = ("live", '{"type":"live","event":' + wire_json(event) + "}")
         for sub in tuple(feed.subscribers):
-            sub.push(("live", event))
+            sub.push(item)
 
     async def close(self) -> None:
         async with self._lock:

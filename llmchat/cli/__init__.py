@@ -284,7 +284,11 @@ def chat(
 
 
 # Sub-command groups that live in their own modules (registered when present).
-for _module, _name in (("llmchat.cli.dev", "dev"), ("llmchat.bench", "bench")):
+for _module, _name in (
+    ("llmchat.cli.dev", "dev"),
+    ("llmchat.bench", "bench"),
+    ("llmchat.cli.chaos", "chaos"),
+):
     try:
         _sub = importlib.import_module(_module)
     except ModuleNotFoundError as _exc:  # pragma: no cover - only while a module is missing

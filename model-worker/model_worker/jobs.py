@@ -92,8 +92,8 @@ class JobQueue:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read(self, streams: list[Stream], count: int, block_ms: int) -> list[Job]:
-        """New jobs for this consumer (blocking up to ``block_ms``)."""
+    async def read(self, streams: list[Stream], count: int, block_ms: int | None) -> list[Job]:
+        """New jobs for this consumer (blocking up to ``block_ms``; None: do not block)."""
         by_key = {self.key(r, q): (r, q) for r, q in streams}
         wanted: dict[Any, Any] = dict.fromkeys(by_key, ">")
         resp = await self._redis.xreadgroup(

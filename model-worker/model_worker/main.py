@@ -17,6 +17,15 @@ from model_worker.worker import Worker
 log = get_logger(__name__)
 
 
+def backend_options(settings: WorkerSettings) -> dict[str, Any]:
+    """The backend's options; llama.cpp reuses a room's prompt prefix unless told otherwise."""
+    options = dict(settings.backend_options)
+    if settings.backend == "llamacpp":
+        # an explicit option (LLMCHAT_BACKEND_OPTIONS) wins over the worker setting
+        options.setdefault("reuse_prompt_prefix", settings.prompt_cache)
+    return options
+
+
 def backend_from_settings(settings: WorkerSettings) -> Backend:
     return create_backend(
         BackendSpec(
@@ -24,7 +33,7 @@ def backend_from_settings(settings: WorkerSettings) -> Backend:
             model=settings.backend_model,
             host=settings.backend_host,
             api_key=settings.gemini_api_key,
-            options=dict(settings.backend_options),
+            options=backend_options(settings),
         )
     )
 

@@ -3,11 +3,22 @@
 Context sync: every model answering one turn gets the timeline up to the same cut, rendered the
 same way, so two models' prompts differ only in their system message. The transcript keeps the
 newest entries that fit the token budget.
+
+Prefix stability (prompt caching): a backend can reuse the KV cache of the previous prompt only
+for the tokens the new prompt starts with. The transcript grows at its end, so the prefix is
+stable as long as its *start* stays put. Trimming to the newest lines that fit would move the
+start by a line or two every turn once the room outgrows the budget, and every turn would
+evaluate the whole prompt again. So when trimming is needed the transcript starts at an
+*anchor*: an entry whose id hashes to 0 mod ``ANCHOR_EVERY`` (a property of the entry, the same
+for every model and every turn). The start then stays on one anchor for several turns and jumps
+to the next one only when the budget forces it: trimming happens in chunks of about
+``ANCHOR_EVERY`` entries, at the cost of leaving part of the budget unused.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Callable, Sequence
 
 from llmchat.models import Entry, EntryKind
@@ -36,6 +47,15 @@ def render_entry(entry: Entry) -> str | None:
     return f"{entry.author}: {entry.text.strip()}"
 
 
+#: Expected spacing, in entries, of the places a trimmed transcript may start.
+ANCHOR_EVERY = 8
+
+
+def is_anchor(entry: Entry) -> bool:
+    """Whether a trimmed transcript may start at ``entry`` (stable: depends on its id only)."""
+    return zlib.crc32(entry.id.encode()) % ANCHOR_EVERY == 0
+
+
 def build_prompt(
     *,
     name: str,
@@ -44,23 +64,36 @@ def build_prompt(
     entries: Sequence[Entry],
     budget_tokens: int,
     count_tokens: Callable[[str], int],
+    history_truncated: bool = False,
+    stable_prefix: bool = True,
 ) -> list[ChatMessage]:
-    """The messages for one turn: the system message and the newest transcript that fits."""
+    """The messages for one turn: the system message and the newest transcript that fits.
+
+    ``history_truncated``: ``entries`` is a window that does not reach the room's start (its
+    first entry moves every turn), so the transcript starts at an anchor even if all fits.
+    ``stable_prefix`` False trims to exactly the newest lines that fit (no anchors).
+    """
     system = system_message(name, room, system_prompt)
     remaining = budget_tokens - count_tokens(system.content)
-    lines: list[str] = []
-    for entry in reversed(entries):
-        line = render_entry(entry)
-        if line is None:
-            continue
+    rendered = [(e, line) for e in entries if (line := render_entry(e)) is not None]
+    kept: list[tuple[Entry, str]] = []
+    trimmed = False
+    for entry, line in reversed(rendered):
         cost = count_tokens(line) + 1
         if cost > remaining:
-            if not lines:  # always keep the newest message, cut from its start if need be
-                lines.append(_truncate_to(line, max(remaining, 16), count_tokens))
+            trimmed = True
+            if not kept:  # always keep the newest message, cut from its start if need be
+                kept.append((entry, _truncate_to(line, max(remaining, 16), count_tokens)))
             break
-        lines.append(line)
+        kept.append((entry, line))
         remaining -= cost
-    transcript = "\n".join(reversed(lines))
+    kept.reverse()
+    if stable_prefix and (trimmed or history_truncated) and len(kept) > 1:
+        # start at the oldest anchor that fits; keep the newest message whatever happens
+        start = next((i for i, (e, _) in enumerate(kept[:-1]) if is_anchor(e)), None)
+        if start is not None:
+            kept = kept[start:]
+    transcript = "\n".join(line for _, line in kept)
     return [system, ChatMessage(role="user", content=transcript)]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -39,7 +40,32 @@ class WorkerSettings(BaseSettings):
     record_prompt: bool = Field(
         default=False, description="Store each turn's prompt in the answer's meta (debugging)."
     )
+    prompt_cache: bool = Field(
+        default=True,
+        description="Reuse the KV cache for the prompt prefix a room's turns share (llama.cpp); "
+        "off = evaluate every prompt from scratch (bit-for-bit repeatable answers).",
+    )
+    affinity: bool = Field(
+        default=True,
+        description="Leave a room's jobs to the replica that served it last while that replica "
+        "is alive and idle (its KV cache holds the room's prompt).",
+    )
+    affinity_wait_ms: int = Field(
+        default=300,
+        ge=0,
+        le=60_000,
+        description="Longest a job waits for the room's idle last replica before others take it.",
+    )
     elections: bool = Field(default=True, description="Take part in the rooms' elections.")
+    lease_namespace: str | None = Field(
+        default=None, description="On Kubernetes: the namespace of the rooms' Lease objects."
+    )
+    lease_name: str | None = Field(
+        default=None, description="The room's Lease name (default: <room>-leader)."
+    )
+    room_config: Path | None = Field(
+        default=None, description="A RoomCreate JSON file (the operator's ConfigMap) to register."
+    )
     lease_duration_s: float = Field(default=1.0, gt=0, le=60, description="Leadership lease.")
     lease_renew_s: float = Field(default=0.25, gt=0, le=30, description="Renew interval.")
     lease_retry_s: float = Field(default=0.1, gt=0, le=30, description="Campaign interval.")

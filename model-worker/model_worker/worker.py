@@ -19,14 +19,16 @@ from llmchat import keys, live
 from llmchat.election import ElectionPolicy
 from llmchat.ids import parse_stream_id
 from llmchat.keys import LEADER_QUEUE
-from llmchat.lease import LeaseTimings, RedisLease
+from llmchat.lease import LeaseTimings
+from llmchat.lease_select import make_lease
 from llmchat.logs import get_logger
-from llmchat.models import EntryKind, NewEntry
+from llmchat.models import EntryKind, NewEntry, RoomCreate
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import RoomStore
 from llmchat.router import FencedError, Router
 from llmchat.timeline import Timeline
 from model_worker import metrics
+from model_worker.affinity import Affinity
 from model_worker.backends.base import (
     Backend,
     BackendError,
@@ -58,8 +60,14 @@ class Worker:
         self.rooms = RoomStore(redis)
         self.router = Router(redis, self.timeline)
         self.queue = JobQueue(redis, settings.consumer)
+        self.affinity = (
+            Affinity(redis, self.name, settings.consumer, wait_ms=settings.affinity_wait_ms)
+            if settings.affinity
+            else None
+        )
         self.generations = 0
         self.busy = False
+        self.load = 0  # generations running (what affinity publishes)
         self.healthy = True
         self._last_reclaim = 0.0
         timings = LeaseTimings(
@@ -70,14 +78,20 @@ class Worker:
         self.electors: dict[str, Elector] = {}
         if settings.elections:
             for room in settings.rooms:
-                lease = RedisLease(redis, f"room-{room}", timings.duration_s, keys.room_lease(room))
+                lease = make_lease(
+                    redis,
+                    name=settings.lease_name or f"{room}-leader",
+                    redis_key=keys.room_lease(room),
+                    duration_s=timings.duration_s,
+                    namespace=settings.lease_namespace,
+                )
                 elector = Elector(
                     redis=redis,
                     room=room,
                     model=self.name,
                     holder=self.name,
                     lease=lease,
-                    fence_key=lease.key,
+                    fence_key=keys.room_lease(room),
                     timings=timings,
                     policy=ElectionPolicy(settings.hysteresis, settings.min_tenure_s),
                     is_healthy=lambda: self.healthy,
@@ -94,6 +108,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
+        if self.settings.room_config is not None:
+            await self._retry(self._register_room)
         for room in self.settings.rooms:
             for queue in (self.name, LEADER_QUEUE):
                 await self._retry(lambda r=room, q=queue: self.queue.ensure_group(r, q))
@@ -128,6 +144,12 @@ class Worker:
             for elector in self.electors.values():
                 await elector.resign()
 
+    async def _register_room(self) -> None:
+        """Put the room the operator configured into Redis, so chat-service serves it."""
+        assert self.settings.room_config is not None
+        spec = RoomCreate.model_validate_json(self.settings.room_config.read_text())
+        await self.rooms.upsert(spec)
+
     async def _retry(self, op: Any) -> None:
         for attempt in range(60):
             try:
@@ -156,6 +178,16 @@ class Worker:
                 metrics.JOBS.labels(self.name, "reclaimed").inc(len(reclaimed))
                 log.info("jobs_reclaimed", model=self.name, count=len(reclaimed))
                 return reclaimed
+        if self.affinity is not None:
+            streams, spill = await self.affinity.readable(streams)
+            if not streams:  # an idle replica with a warm cache takes all of them
+                await asyncio.sleep(0.25)
+                return []
+            if spill:  # taking over from a busy owner: poll, never block across its turn
+                jobs = await self.queue.read(streams, self.settings.batch, block_ms=None)
+                if not jobs:
+                    await asyncio.sleep(0.05)
+                return jobs
         return await self.queue.read(streams, self.settings.batch, block_ms=250)
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
@@ -168,6 +200,8 @@ class Worker:
                         key = keys.alive(room, self.name, self.settings.consumer)
                         pipe.set(key, f"{time.time():.3f}", px=HEARTBEAT_TTL_MS)
                     await pipe.execute()
+                    if self.affinity is not None:
+                        await self.affinity.set_load(self.load)
                 except UNAVAILABLE_ERRORS:
                     pass
             await asyncio.sleep(1.0)
@@ -202,14 +236,22 @@ class Worker:
         renew = asyncio.create_task(self._renew(jobs))
         self.busy = True
         try:
+            self.load = 1
+            if self.affinity is not None:
+                with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                    await self.affinity.claim(room, turn.queue, load=1)
             if await self._generate(room, turn, jobs):
                 await self.queue.mark_answered(room, turn.queue, turn.cut)
                 await self.queue.ack(jobs)
         finally:
             self.busy = False
+            self.load = 0
             renew.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renew
+            if self.affinity is not None:
+                with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                    await self.affinity.set_load(0)
 
     async def _renew(self, jobs: list[Job]) -> None:
         while True:
@@ -231,6 +273,7 @@ class Worker:
             entries=entries,
             budget_tokens=self.settings.context_tokens,
             count_tokens=self.backend.count_tokens,
+            history_truncated=len(entries) >= self.settings.context_entries,
         )
         speakers = {e.author for e in entries} | ({m.name for m in cfg.models} if cfg else set())
         base = {"model": self.name, "turn": turn.cut, "worker": self.settings.consumer}
@@ -269,6 +312,13 @@ class Worker:
         except BackendError as exc:
             outcome, problem = "error", str(exc)
         total = time.monotonic() - started
+        self.load = 0
+        if self.affinity is not None:
+            # the model is free again: say so before the answer is stored, or the room's next
+            # message (sent as soon as the answer shows up) would find us "busy" and go to a
+            # replica with a cold cache
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                await self.affinity.set_load(0)
         metrics.BACKEND_UP.labels(self.name).set(1 if self.healthy else 0)
         self.generations += 1
         text = clean_answer("".join(parts), self.name, speakers)
@@ -334,6 +384,9 @@ class Worker:
             log.warning(
                 "generation_problem", model=self.name, room=room, outcome=outcome, problem=problem
             )
+        if text:  # picked up -> answer stored (the "AI complete" latency)
+            picked = max(j.picked_at for j in jobs)
+            metrics.RESPONSE.labels(self.name).observe(max(0.0, time.time() - picked))
         log.info(
             "turn_answered",
             model=self.name,

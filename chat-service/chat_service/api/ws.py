@@ -19,7 +19,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from chat_service import metrics
-from chat_service.hub import Subscriber
+from chat_service.hub import Subscriber, WireEntry
 from chat_service.protocol import FrameError, PingFrame, error_frame, parse_client_frame
 from chat_service.state import ServiceState
 from llmchat.ids import is_after, parse_stream_id
@@ -137,6 +137,15 @@ class _Session:
         if live:
             metrics.MESSAGE_LATENCY.observe(max(0.0, time.time() - entry.ts))
 
+    async def _send_wire(self, wire: WireEntry) -> None:
+        """A live entry, already serialised by the room's feed."""
+        if self.last_sent is not None and not is_after(wire.id, self.last_sent):
+            return
+        await self.ws.send_text(wire.text)
+        self.last_sent = wire.id
+        metrics.DELIVERED.inc()
+        metrics.MESSAGE_LATENCY.observe(max(0.0, time.time() - wire.ts))
+
     async def _send_backlog(self, cursor: str | None) -> None:
         tl = self.state.timeline
         if cursor is None:
@@ -168,11 +177,15 @@ class _Session:
         await self._send_backlog(cursor)
         while True:
             kind, payload = await self.sub.queue.get()
-            if kind == "entry":
+            if kind == "wire":
+                assert isinstance(payload, WireEntry)
+                await self._send_wire(payload)
+            elif kind == "entry":
                 assert isinstance(payload, Entry)
                 await self._send_entry(payload, live=True)
             elif kind == "live":
-                await self.ws.send_json({"type": "live", "event": payload})
+                assert isinstance(payload, str)
+                await self.ws.send_text(payload)
                 metrics.LIVE_EVENTS.inc()
             else:
                 await self.ws.send_json(payload)
