@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
 
-from llmchat.logs import LogFormat
+from llmchat.settings import ComponentSettings
 
 
-class ChatServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LLMCHAT_", extra="ignore")
-
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL.")
+class ChatServiceSettings(ComponentSettings):
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on.")
     replica_id: str = Field(default="", description="Name of this replica (default: host:port).")
@@ -34,23 +30,6 @@ class ChatServiceSettings(BaseSettings):
         le=100,
         description="Model replies in a row (models @mentioning models) before a person speaks.",
     )
-    log_level: str = Field(default="INFO")
-    log_format: LogFormat = Field(default="json")
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
-        return value
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        value = value.upper()
-        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ValueError("log_level must be one of DEBUG, INFO, WARNING, ERROR")
-        return value
 
     @property
     def ws_max_frame_bytes(self) -> int:

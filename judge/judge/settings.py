@@ -7,16 +7,13 @@ import socket
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
-from llmchat.logs import LogFormat
 from llmchat.models import ROOM_NAME_RE
+from llmchat.settings import ComponentSettings
 
 
-class JudgeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LLMCHAT_", extra="ignore")
-
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0")
+class JudgeSettings(ComponentSettings):
     rooms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["lobby"])
     judge_provider: Literal["local", "gemini"] = Field(
         default="local", description="local (packaged SmolLM2) or gemini (needs a key)."
@@ -37,8 +34,6 @@ class JudgeSettings(BaseSettings):
     consumer: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=0, ge=0, le=65535, description="/healthz and /metrics; 0 = off.")
-    log_level: str = Field(default="INFO")
-    log_format: LogFormat = Field(default="json")
 
     @field_validator("rooms", mode="before")
     @classmethod

@@ -8,16 +8,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
-from llmchat.logs import LogFormat
 from llmchat.models import MODEL_NAME_RE, ROOM_NAME_RE
+from llmchat.settings import ComponentSettings
 
 
-class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LLMCHAT_", extra="ignore")
-
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0")
+class WorkerSettings(ComponentSettings):
     model_name: str = Field(default="smollm2", description="The model's name in its rooms.")
     rooms: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["lobby"], description="Rooms served (comma-separated)."
@@ -73,8 +70,6 @@ class WorkerSettings(BaseSettings):
     min_tenure_s: float = Field(default=10.0, ge=0, le=3600, description="Least time leading.")
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=0, ge=0, le=65535, description="/healthz and /metrics; 0 = off.")
-    log_level: str = Field(default="INFO")
-    log_format: LogFormat = Field(default="json")
 
     @model_validator(mode="after")
     def _timings(self) -> WorkerSettings:
@@ -106,11 +101,4 @@ class WorkerSettings(BaseSettings):
     def _name(cls, value: str) -> str:
         if not MODEL_NAME_RE.match(value):
             raise ValueError("model_name must be 1-40 lower-case letters, digits or '-'")
-        return value
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
         return value
