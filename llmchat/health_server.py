@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -61,33 +60,3 @@ class HealthServer:
         self._server.should_exit = True
         if self._task is not None:
             await self._task
-
-
-async def run_until_signalled(
-    component: str,
-    loop_fn: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
-    *,
-    host: str,
-    port: int,
-    ready: ReadyFn,
-    grace_s: float = 5.0,
-) -> None:
-    """Run a component's main loop with /healthz, /readyz and /metrics on ``port`` (0 = off)
-    until SIGTERM/SIGINT or the loop ends; then give the loop ``grace_s`` to finish."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    health = HealthServer(component, host, port, ready)
-    if port:
-        health.start()
-    run = asyncio.create_task(loop_fn(stop))
-    await asyncio.wait([run, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-    stop.set()
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(asyncio.shield(run), grace_s)
-    run.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await run
-    if port:
-        await health.stop()

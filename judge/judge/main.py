@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 from typing import Any
 
 from judge.scorers import GeminiScorer, LocalScorer, Scorer
 from judge.service import JudgeService
 from judge.settings import JudgeSettings
-from llmchat.health_server import run_until_signalled
+from llmchat.health_server import HealthServer
 from llmchat.logs import configure_logging, get_logger
 from llmchat.redis_conn import create_redis
 
@@ -30,13 +32,27 @@ async def serve(settings: JudgeSettings) -> None:
     scorer = scorer_from_settings(settings)
     redis = create_redis(settings.redis_url)
     service = JudgeService(settings, redis, scorer)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
 
     def ready() -> tuple[bool, dict[str, Any]]:
         return True, {"active": service.active, "judged": service.judged, "scorer": scorer.name}
 
-    await run_until_signalled(
-        "judge", service.run, host=settings.host, port=settings.port, ready=ready
-    )
+    health = HealthServer("judge", settings.host, settings.port, ready)
+    if settings.port:
+        health.start()
+    run = asyncio.create_task(service.run(stop))
+    await asyncio.wait([run, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(run), 5)
+    run.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+    if settings.port:
+        await health.stop()
     await scorer.close()
     await redis.aclose()
     log.info("judge_stopped")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 from typing import Any
 
-from llmchat.health_server import run_until_signalled
+from llmchat.health_server import HealthServer
 from llmchat.logs import configure_logging, get_logger
 from llmchat.redis_conn import create_redis
 from model_worker.backends import Backend, BackendSpec, create_backend
@@ -40,6 +42,10 @@ async def serve(settings: WorkerSettings) -> None:
     backend = backend_from_settings(settings)
     redis = create_redis(settings.redis_url)
     worker = Worker(settings, redis, backend)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
 
     def ready() -> tuple[bool, dict[str, Any]]:
         leading = [room for room, e in worker.electors.items() if e.leading]
@@ -51,9 +57,19 @@ async def serve(settings: WorkerSettings) -> None:
         }
         return worker.healthy, details
 
-    await run_until_signalled(
-        "model-worker", worker.run, host=settings.host, port=settings.port, ready=ready
-    )
+    health = HealthServer("model-worker", settings.host, settings.port, ready)
+    if settings.port:
+        health.start()
+    run = asyncio.create_task(worker.run(stop))
+    await asyncio.wait([run, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(run), 5)
+    run.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+    if settings.port:
+        await health.stop()
     await backend.close()
     await redis.aclose()
     log.info("worker_stopped", model=settings.model_name)
