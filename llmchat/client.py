@@ -27,6 +27,13 @@ from llmchat.logs import get_logger
 log = get_logger(__name__)
 
 
+#: Close codes after which reconnecting cannot help: bad request, no valid token, forbidden,
+#: unknown room, name taken, too many connections.
+FATAL_CLOSES = (4400, 4401, 4403, 4404, 4409, 4429)
+#: Error frames after which the client re-sends the post by itself.
+RETRIED_ERRORS = ("storage_unavailable", "rate_limited")
+
+
 class ClientError(RuntimeError):
     """The service refused something; ``code`` is the error frame's code."""
 
@@ -48,8 +55,9 @@ class RoomClient:
         self,
         base_urls: list[str],
         room: str,
-        name: str,
+        name: str | None = None,
         *,
+        token: str | None = None,
         cursor: str | None = None,
         on_entry: Callable[[dict[str, Any]], None] | None = None,
         on_live: Callable[[dict[str, Any]], None] | None = None,
@@ -60,6 +68,7 @@ class RoomClient:
         self.base_urls = [u.rstrip("/").replace("http", "ws", 1) for u in base_urls]
         self.room = room
         self.name = name
+        self.token = token
         self.cursor = cursor
         self.entries: list[dict[str, Any]] = []
         self.live: list[dict[str, Any]] = []
@@ -80,10 +89,13 @@ class RoomClient:
 
     def _url(self) -> str:
         base = self.base_urls[self._url_index % len(self.base_urls)]
-        url = f"{base}/api/v1/rooms/{quote(self.room)}/ws?name={quote(self.name)}"
+        url = f"{base}/api/v1/rooms/{quote(self.room)}/ws"
         if self.cursor is not None:
-            url += f"&cursor={quote(self.cursor)}"
+            url += f"?cursor={quote(self.cursor)}"
         return url
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     async def start(self, timeout: float = 10.0) -> None:
         self._task = asyncio.create_task(self._run())
@@ -103,7 +115,12 @@ class RoomClient:
         lost_at: float | None = None
         while not self._closing:
             try:
-                async with websockets.connect(self._url(), open_timeout=5, max_size=2**24) as ws:
+                async with websockets.connect(
+                    self._url(),
+                    open_timeout=5,
+                    max_size=2**24,
+                    additional_headers=self._headers(),
+                ) as ws:
                     first = json.loads(await ws.recv())
                     self._handle(first)
                     if first.get("type") != "welcome":  # refused: the close follows
@@ -116,7 +133,7 @@ class RoomClient:
                         self._handle(json.loads(raw))
             except websockets.exceptions.ConnectionClosed as exc:
                 refusal = exc.rcvd.code if exc.rcvd else None
-                if refusal in (4400, 4404, 4409):  # the service said no: retrying won't help
+                if refusal in FATAL_CLOSES:  # the service said no: retrying won't help
                     reason = exc.rcvd.reason if exc.rcvd else ""
                     self._fatal = ClientError("refused", f"{refusal} {reason}")
                     return
@@ -170,10 +187,12 @@ class RoomClient:
         elif kind == "error":
             self.errors.append(frame)
             fut = self._acks.get(frame.get("ref") or "")
-            if fut and not fut.done() and frame.get("code") != "storage_unavailable":
+            code = frame.get("code")
+            if fut and not fut.done() and code not in RETRIED_ERRORS:
                 fut.set_exception(ClientError(frame["code"], frame["message"]))
-            elif fut and not fut.done():  # storage down: re-send after a pause
-                asyncio.get_running_loop().create_task(self._resend_later(frame["ref"]))
+            elif fut and not fut.done():  # storage down or over the rate: re-send after a pause
+                delay = float(frame.get("retry_after") or 0.2)
+                asyncio.get_running_loop().create_task(self._resend_later(frame["ref"], delay))
 
     async def _notify(self) -> None:
         async with self._new_entry:

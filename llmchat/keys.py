@@ -92,3 +92,23 @@ def room_lease(room: str) -> str:
 
 def alive_prefix(room: str) -> str:
     return f"{PREFIX}:room:{{{room}}}:alive:"
+
+
+def rate_bucket(scope: str, ident: str) -> str:
+    """A token bucket (hash: tokens, ts) limiting one user, room, address or judge."""
+    return f"{PREFIX}:rl:{scope}:{{{ident}}}"
+
+
+def connections(user: str) -> str:
+    """Sorted set of a user's open WebSocket connections, scored by when each lapses."""
+    return f"{PREFIX}:conns:{{{user}}}"
+
+
+def users() -> str:
+    """Hash of case-folded user name -> user JSON (registered names, so nobody takes them)."""
+    return f"{PREFIX}:users"
+
+
+def invitations(room: str) -> str:
+    """Set of case-folded user names invited to an invitation-only room."""
+    return f"{PREFIX}:room:{{{room}}}:invited"

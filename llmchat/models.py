@@ -78,6 +78,29 @@ class RoomModel(BaseModel):
         return value
 
 
+class RoomVisibility(StrEnum):
+    """Who may join: anyone signed in (``public``) or only invited people (``invite``)."""
+
+    PUBLIC = "public"
+    INVITE = "invite"
+
+
+class RoomLimits(BaseModel):
+    """A room's own limits (a ChatRoom's ``rateLimits``); unset fields use the service's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages_per_minute: float | None = Field(
+        default=None, ge=0, le=100_000, description="Messages one person may send per minute."
+    )
+    burst: int | None = Field(
+        default=None, ge=1, le=10_000, description="Messages one person may send at once."
+    )
+    max_message_bytes: int | None = Field(
+        default=None, ge=64, le=1_048_576, description="Largest message text, in UTF-8 bytes."
+    )
+
+
 class RoomCreate(BaseModel):
     """Body of ``POST /api/v1/rooms``."""
 
@@ -93,6 +116,11 @@ class RoomCreate(BaseModel):
         le=1000,
         description="In leader mode every Nth human turn asks all models and is judged (0: never).",
     )
+    visibility: RoomVisibility = Field(
+        default=RoomVisibility.PUBLIC,
+        description="public: anyone signed in may join; invite: only invited people may.",
+    )
+    limits: RoomLimits = Field(default_factory=RoomLimits)
 
     @field_validator("models")
     @classmethod

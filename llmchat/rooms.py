@@ -85,3 +85,20 @@ class RoomStore:
     async def members(self, room: str) -> list[Member]:
         raws = await self._redis.hvals(keys.members(room))
         return sorted((Member.model_validate_json(r) for r in raws), key=lambda m: m.joined_at)
+
+    async def invite(self, room: str, name: str) -> bool:
+        """Invite a person to a room; returns False when they were already invited."""
+        return bool(await self._redis.sadd(keys.invitations(room), name.casefold()))
+
+    async def invited(self, room: str, name: str) -> bool:
+        return bool(await self._redis.sismember(keys.invitations(room), name.casefold()))
+
+    async def admitted(self, names: list[str], user: str) -> list[bool]:
+        """For each room name, whether ``user`` is a member or invited (one round trip)."""
+        folded = user.casefold()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hexists(keys.members(name), folded)
+                pipe.sismember(keys.invitations(name), folded)
+            flags = await pipe.execute()
+        return [bool(flags[i]) or bool(flags[i + 1]) for i in range(0, len(flags), 2)]

@@ -14,26 +14,37 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat_service import metrics
-from chat_service.api import health, messages, rooms, standings, ws
+from chat_service.api import auth, health, messages, rooms, standings, ws
 from chat_service.api.errors import error_response, install
 from chat_service.hub import Hub
 from chat_service.settings import ChatServiceSettings
 from chat_service.state import ServiceState
 from llmchat import __version__
+from llmchat.auth import TokenSigner
 from llmchat.logs import get_logger
+from llmchat.ratelimit import ConnectionSlots, RateLimiter
 from llmchat.redis_conn import UNAVAILABLE_ERRORS, create_redis
 from llmchat.rooms import RoomStore
 from llmchat.router import Router
 from llmchat.timeline import Timeline
+from llmchat.users import UserStore
 
 log = get_logger(__name__)
 
 API_DESCRIPTION = """
 Rooms where people and language models talk, on an ordered, durable, resumable timeline.
 
+Every call needs a token: `Authorization: Bearer <token>`. `POST /api/v1/auth/signup` takes a
+free name and returns a signed token for it (when sign-up is open); the admin credential
+(`LLMCHAT_ADMIN_TOKEN`) creates rooms, invites and issues tokens for any name. Nobody reads or
+writes a room they have not joined; invitation-only rooms admit invited people only. Over a rate
+limit the answer is 429 with `Retry-After`.
+
 Every message is stored in the room's Redis stream before it is acknowledged; the stream ID of
 an entry is the room's order and the client's resume cursor. Live updates come over the room
-WebSocket at `/api/v1/rooms/{room}/ws?name=NAME&cursor=CURSOR` (see the README for its frames).
+WebSocket at `/api/v1/rooms/{room}/ws?cursor=CURSOR` (token in the `Authorization` header, or
+as the subprotocol `bearer.<token>` next to `llmchat.v1` from a browser; see the README for
+its frames).
 """
 
 
@@ -109,6 +120,12 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
             hub=Hub(settings.redis_url, timeline, settings.client_queue),
             router=Router(redis, timeline, settings.max_model_streak),
             replica=replica,
+            signer=TokenSigner(
+                settings.token_secret.get_secret_value(), settings.token_ttl_seconds
+            ),
+            users=UserStore(redis),
+            limiter=RateLimiter(redis),
+            slots=ConnectionSlots(redis),
         )
         app.state.service = state
         watcher = asyncio.create_task(_watch_redis(state))
@@ -132,7 +149,7 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
     install(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.include_router(health.router)
-    for module in (rooms, messages, standings, ws):
+    for module in (auth, rooms, messages, standings, ws):
         app.include_router(module.router, prefix="/api/v1")
 
     static_dir = resources.files("chat_service") / "static"

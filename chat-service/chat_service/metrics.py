@@ -20,3 +20,10 @@ SLOW_CLIENTS = Counter(
     name("slow_client_disconnects_total"), "Clients disconnected because they could not keep up."
 )
 FEED_ERRORS = Counter(name("feed_errors_total"), "Redis errors while following a room's timeline.")
+AUTH = Counter(name("auth_tokens_total"), "Tokens handed out, by how.", ["how"])
+AUTH_FAILURES = Counter(
+    name("auth_failures_total"), "Requests refused for their credentials, by reason.", ["reason"]
+)
+RATE_LIMITED = Counter(
+    name("rate_limited_total"), "Actions refused by a rate limit, by scope.", ["scope"]
+)

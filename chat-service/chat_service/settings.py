@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 
+from llmchat.auth import MIN_ADMIN_CHARS, MIN_SECRET_CHARS
+from llmchat.ratelimit import Limit
 from llmchat.settings import ComponentSettings
 
 
@@ -30,6 +32,65 @@ class ChatServiceSettings(ComponentSettings):
         le=100,
         description="Model replies in a row (models @mentioning models) before a person speaks.",
     )
+
+    token_secret: SecretStr = Field(
+        description=f"Key that signs user tokens (at least {MIN_SECRET_CHARS} characters; the "
+        "same on every replica). From the environment or a Kubernetes Secret.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description=f"The admin credential (at least {MIN_ADMIN_CHARS} characters); unset: "
+        "admin operations (creating rooms, issuing tokens) are refused.",
+    )
+    open_signup: bool = Field(
+        default=True, description="Anyone may take a free name and get a token (the web page)."
+    )
+    token_ttl_seconds: int = Field(
+        default=12 * 3600, ge=60, le=30 * 86400, description="How long a user token is valid."
+    )
+    user_messages_per_minute: float = Field(
+        default=30, ge=0, le=1_000_000, description="Messages one person may send (0: no limit)."
+    )
+    user_burst: int = Field(default=10, ge=1, le=1_000_000, description="... at once.")
+    room_messages_per_minute: float = Field(
+        default=600, ge=0, le=10_000_000, description="Messages a whole room accepts (0: no limit)."
+    )
+    room_burst: int = Field(default=100, ge=1, le=10_000_000, description="... at once.")
+    signups_per_minute: float = Field(
+        default=10, ge=0, le=1_000_000, description="Sign-ups from one address (0: no limit)."
+    )
+    signup_burst: int = Field(default=5, ge=1, le=1_000_000, description="... at once.")
+    max_connections_per_user: int = Field(
+        default=10, ge=0, le=1_000_000, description="Open WebSockets per person (0: no limit)."
+    )
+
+    @field_validator("token_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"token_secret must be at least {MIN_SECRET_CHARS} characters")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None
+        if value is not None and len(value.get_secret_value()) < MIN_ADMIN_CHARS:
+            raise ValueError(f"admin_token must be at least {MIN_ADMIN_CHARS} characters")
+        return value
+
+    @property
+    def user_limit(self) -> Limit:
+        return Limit(self.user_messages_per_minute, self.user_burst)
+
+    @property
+    def room_limit(self) -> Limit:
+        return Limit(self.room_messages_per_minute, self.room_burst)
+
+    @property
+    def signup_limit(self) -> Limit:
+        return Limit(self.signups_per_minute, self.signup_burst)
 
     @property
     def ws_max_frame_bytes(self) -> int:

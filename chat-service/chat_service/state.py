@@ -8,9 +8,12 @@ import redis.asyncio as aioredis
 
 from chat_service.hub import Hub
 from chat_service.settings import ChatServiceSettings
+from llmchat.auth import TokenSigner
+from llmchat.ratelimit import ConnectionSlots, RateLimiter
 from llmchat.rooms import RoomStore
 from llmchat.router import Router
 from llmchat.timeline import Timeline
+from llmchat.users import UserStore
 
 
 @dataclass
@@ -22,4 +25,8 @@ class ServiceState:
     hub: Hub
     router: Router
     replica: str
+    signer: TokenSigner
+    users: UserStore
+    limiter: RateLimiter
+    slots: ConnectionSlots
     redis_ok: bool = field(default=False)

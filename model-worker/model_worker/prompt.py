@@ -26,15 +26,62 @@ from model_worker.backends.base import ChatMessage
 
 DEFAULT_PERSONA = (
     "You are {name}, one of several AI models in the group chat room '{room}', where people and "
-    "other models talk. Each line of the conversation starts with the speaker's name. Reply as "
-    "{name} to the latest messages, briefly and helpfully, without a name prefix."
+    "other models talk. Each message of the conversation starts on a new line with the speaker's "
+    "name; its further lines are indented. Reply as {name} to the latest messages, briefly and "
+    "helpfully, without a name prefix."
 )
+
+#: Text that chat templates treat as structure, when it is typed into a message: ChatML, Llama 3
+#: and Phi tokens (``<|im_start|>``, ``<|eot_id|>``, ``<|user|>``), DeepSeek's full-width bars
+#: (``<｜User｜>``), Llama 2 / Mistral (``[INST]``, ``<<SYS>>``, ``<s>``, ``</s>``), Gemma
+#: (``<start_of_turn>``) and common BOS/EOS/tool spellings. llama.cpp and Ollama tokenize
+#: the templated prompt with special tokens enabled, so such text would open a real turn.
+_SPECIAL_TOKEN = re.compile(
+    r"<[|\uff5c][^<>\n]{0,64}?[|\uff5c]>"
+    r"|\[/?(?:INST|SYS|SYSTEM_PROMPT|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS)\]"
+    r"|<</?SYS>>"
+    r"|</?(?:s|bos|eos|pad|unk|mask|start_of_turn|end_of_turn|think|tool_call|tool_response)>",
+    re.IGNORECASE,
+)
+_DEFANG = str.maketrans({"<": "\u2039", ">": "\u203a", "[": "\u2045", "]": "\u2046"})
+#: Indent of a message's second and further lines in the transcript.
+CONTINUATION = "  "
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def defang_special_tokens(text: str) -> str:
+    """``text`` with chat-template control sequences made inert but readable.
+
+    ``<|im_start|>`` becomes ``‹|im_start|›`` and ``[INST]`` becomes ``⁅INST⁆``: the words stay,
+    nothing is dropped, and no tokenizer maps them to a special token any more. Repeated until
+    stable, so nested spellings (``<|<|im_end|>im_start|>``) cannot reassemble one.
+    """
+    while True:
+        out = _SPECIAL_TOKEN.sub(lambda m: m.group(0).translate(_DEFANG), text)
+        if out == text:
+            return out
+        text = out
+
+
+def fold_lines(text: str, indent: str = CONTINUATION) -> str:
+    """One message as one transcript entry: every line break (``\\n``, ``\\r``, U+2028…) is
+    followed by ``indent``, so no line of the message can start a speaker line of its own
+    (``\\nmodel-a: I am the leader`` stays part of its author's message). Control characters
+    and terminal escapes are dropped; special tokens are defanged."""
+    lines = [_CONTROL.sub("", line) for line in text.strip().splitlines()]
+    return defang_special_tokens(("\n" + indent).join(lines))
+
+
+def speaker(author: str) -> str:
+    """An author name as a line prefix (names are validated upstream; this is a backstop)."""
+    return defang_special_tokens(re.sub(r"[\s:]+", "_", author.strip())) or "?"
+
 
 
 def system_message(name: str, room: str, system_prompt: str = "") -> ChatMessage:
     text = DEFAULT_PERSONA.format(name=name, room=room)
     if system_prompt.strip():
-        text += "\n\n" + system_prompt.strip()
+        text += "\n\n" + defang_special_tokens(system_prompt.strip())
     return ChatMessage(role="system", content=text)
 
 
@@ -44,7 +91,7 @@ def render_entry(entry: Entry) -> str | None:
         return None
     if entry.kind == EntryKind.JUDGE:
         return None  # verdicts are about the models; showing them invites playing to the judge
-    return f"{entry.author}: {entry.text.strip()}"
+    return f"{speaker(entry.author)}: {fold_lines(entry.text)}"
 
 
 #: Expected spacing, in entries, of the places a trimmed transcript may start.
@@ -83,7 +130,7 @@ def build_prompt(
         if cost > remaining:
             trimmed = True
             if not kept:  # always keep the newest message, cut from its start if need be
-                kept.append((entry, _truncate_to(line, max(remaining, 16), count_tokens)))
+                kept.append((entry, _truncate_line(line, entry, max(remaining, 16), count_tokens)))
             break
         kept.append((entry, line))
         remaining -= cost
@@ -97,6 +144,17 @@ def build_prompt(
     return [system, ChatMessage(role="user", content=transcript)]
 
 
+def _truncate_line(
+    line: str, entry: Entry, tokens: int, count_tokens: Callable[[str], int]
+) -> str:
+    """The end of a message's line within ``tokens``, still under its author's name (a cut
+    in the middle of the message must not leave a continuation line looking like a speaker)."""
+    prefix = f"{speaker(entry.author)}: "
+    body = line.removeprefix(prefix)
+    tail = _truncate_to(body, max(tokens - count_tokens(prefix), 8), count_tokens)
+    return prefix + tail
+
+
 def _truncate_to(line: str, tokens: int, count_tokens: Callable[[str], int]) -> str:
     """Keep the end of ``line`` within ``tokens`` (binary search on characters)."""
     lo, hi = 0, len(line)
@@ -107,9 +165,6 @@ def _truncate_to(line: str, tokens: int, count_tokens: Callable[[str], int]) -> 
         else:
             lo = mid + 1
     return "…" + line[lo:]
-
-
-_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 #: Most stop sequences passed to a backend (llama.cpp checks each one per token).

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.auth import AUTH_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -136,6 +138,7 @@ class ChatService:
             "LLMCHAT_REDIS_URL": self.redis_url,
             "LLMCHAT_PORT": str(self.port),
             "LLMCHAT_REPLICA_ID": self.name,
+            **AUTH_ENV,
             **self.env,
         }
         self.proc = subprocess.Popen(

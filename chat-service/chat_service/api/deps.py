@@ -1,13 +1,16 @@
-"""Dependencies shared by the routes."""
+"""Dependencies shared by the routes: the service state, who is calling, room access."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chat_service.state import ServiceState
-from llmchat.models import ROOM_NAME_RE
+from llmchat.auth import AuthError, Identity, is_admin_credential
+from llmchat.models import ROOM_NAME_RE, Room, RoomVisibility
+from llmchat.ratelimit import Limit
 
 from .errors import ApiError
 
@@ -20,11 +23,118 @@ def get_state(request: Request) -> ServiceState:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 RoomPath = Annotated[str, Path(description="Room name.", max_length=63)]
 
+_bearer = HTTPBearer(auto_error=False, description="A user token, or the admin credential.")
+
+SIGN_IN_HINT = "send 'Authorization: Bearer <token>' (POST /api/v1/auth/signup gives one)"
+
+
+def authenticate(state: ServiceState, token: str) -> Identity:
+    """The caller a token names; raises ApiError 401 when it names nobody."""
+    admin = state.settings.admin_token
+    if admin is not None and is_admin_credential(token, admin.get_secret_value()):
+        return Identity(user=None, admin=True)
+    try:
+        return state.signer.verify(token)
+    except AuthError as exc:
+        raise ApiError(401, exc.code, exc.message, {"WWW-Authenticate": "Bearer"}) from exc
+
+
+def get_identity(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Identity:
+    if credentials is None or not credentials.credentials:
+        raise ApiError(401, "unauthenticated", SIGN_IN_HINT, {"WWW-Authenticate": "Bearer"})
+    return authenticate(state, credentials.credentials)
+
+
+IdentityDep = Annotated[Identity, Depends(get_identity)]
+
+
+def require_admin(identity: IdentityDep, state: StateDep) -> Identity:
+    if not identity.admin:
+        hint = (
+            "present the admin credential"
+            if state.settings.admin_token is not None
+            else "admin operations are disabled (LLMCHAT_ADMIN_TOKEN is not set)"
+        )
+        raise ApiError(403, "admin_required", f"this needs the admin credential: {hint}")
+    return identity
+
+
+AdminDep = Annotated[Identity, Depends(require_admin)]
+
+
+def require_user(identity: IdentityDep) -> str:
+    if identity.user is None:
+        raise ApiError(403, "user_required", "this needs a user token, not the admin credential")
+    return identity.user
+
+
+UserDep = Annotated[str, Depends(require_user)]
+
 
 def check_room_name(room: str) -> str:
     if not ROOM_NAME_RE.match(room):
         raise ApiError(404, "room_not_found", f"room {room!r} does not exist (not a valid name)")
     return room
+
+
+def hidden(room: str) -> ApiError:
+    """What someone who may not see an invitation-only room is told: that it does not exist."""
+    return ApiError(404, "room_not_found", f"room {room!r} does not exist")
+
+
+async def visible_room(state: ServiceState, room: str, identity: Identity) -> Room:
+    """The room, if the caller may know of it: public rooms, or rooms they belong to or were
+    invited to; anything else is 404, so invitation-only rooms do not leak their names."""
+    found = await state.rooms.get(check_room_name(room))
+    if found is None:
+        raise hidden(room)
+    if identity.admin or found.visibility == RoomVisibility.PUBLIC:
+        return found
+    assert identity.user is not None
+    if await state.rooms.member(room, identity.user) or await state.rooms.invited(
+        room, identity.user
+    ):
+        return found
+    raise hidden(room)
+
+
+async def member_room(state: ServiceState, room: str, identity: Identity) -> Room:
+    """The room, if the caller belongs to it (or is the admin); 403 ``not_a_member`` otherwise."""
+    found = await visible_room(state, room, identity)
+    if identity.admin:
+        return found
+    assert identity.user is not None
+    if await state.rooms.member(room, identity.user) is None:
+        raise ApiError(
+            403,
+            "not_a_member",
+            f"{identity.user!r} has not joined room {room!r}: POST /api/v1/rooms/{room}/members",
+        )
+    return found
+
+
+def room_user_limit(state: ServiceState, room: Room) -> Limit:
+    """The per-person message limit in a room: the room's own, else the service's."""
+    own = room.limits
+    default = state.settings.user_limit
+    return Limit(
+        own.messages_per_minute if own.messages_per_minute is not None else default.per_minute,
+        own.burst if own.burst is not None else default.burst,
+    )
+
+
+def room_max_bytes(state: ServiceState, room: Room) -> int:
+    own = room.limits.max_message_bytes
+    return min(own, state.settings.max_message_bytes) if own else state.settings.max_message_bytes
+
+
+async def check_post_limits(state: ServiceState, room: Room, user: str) -> None:
+    """Take one message from the person's and the room's buckets (RateLimitedError if empty)."""
+    await state.limiter.check("user", user.casefold(), room_user_limit(state, room))
+    await state.limiter.check("room", room.name, state.settings.room_limit)
 
 
 def text_size_error(text: str, limit: int) -> str | None:

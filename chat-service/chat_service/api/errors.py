@@ -10,6 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from chat_service import metrics
+from llmchat.ratelimit import RateLimitedError
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import NameTakenError, RoomExistsError
 from llmchat.timeline import RoomNotFoundError
@@ -25,11 +27,14 @@ class ErrorBody(BaseModel):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
 def error_response(status: int, code: str, message: str, **headers: str) -> JSONResponse:
@@ -49,7 +54,16 @@ def _describe(exc: RequestValidationError) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+        if exc.status == 401:
+            metrics.AUTH_FAILURES.labels(exc.code).inc()
+        return error_response(exc.status, exc.code, exc.message, **exc.headers)
+
+    @app.exception_handler(RateLimitedError)
+    async def _limited(_: Request, exc: RateLimitedError) -> JSONResponse:
+        metrics.RATE_LIMITED.labels(exc.scope).inc()
+        return error_response(
+            429, "rate_limited", str(exc), **{"Retry-After": exc.retry_after_header}
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -88,11 +102,13 @@ def install(app: FastAPI) -> None:
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {
         400: "Bad request",
+        401: "No valid token (sign in)",
         403: "Forbidden",
         404: "Room not found",
         409: "Conflict",
         413: "Message or body too large",
         422: "Invalid request",
+        429: "Rate limit reached (see Retry-After)",
         503: "Storage unavailable",
     }
     return {s: {"model": ErrorBody, "description": text.get(s, "Error")} for s in statuses}

@@ -10,8 +10,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from chat_service import metrics
 from llmchat.ids import parse_stream_id
 from llmchat.models import Entry, EntryKind, MessageId, NewEntry
+from llmchat.ratelimit import RateLimitedError
 
-from .deps import RoomPath, StateDep, check_room_name, text_size_error
+from .deps import (
+    IdentityDep,
+    RoomPath,
+    StateDep,
+    check_post_limits,
+    check_room_name,
+    member_room,
+    require_user,
+    room_max_bytes,
+    text_size_error,
+)
 from .errors import ApiError, responses
 
 router = APIRouter(prefix="/rooms/{room}/messages", tags=["messages"])
@@ -23,7 +34,12 @@ class PostMessage(BaseModel):
     id: MessageId | None = Field(
         default=None, description="Client-made message id; re-posting the same id stores it once."
     )
-    author: str = Field(min_length=1, max_length=40, description="A member's display name.")
+    author: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=40,
+        description="Optional: must be the token's own name (you cannot post as someone else).",
+    )
     text: str = Field(description="Message text (UTF-8; size limited, default 8 KiB).")
 
 
@@ -44,22 +60,32 @@ class History(BaseModel):
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"model": PostResult, "description": "Duplicate id: the stored entry"},
-        **responses(403, 404, 413, 422, 503),
+        **responses(401, 403, 404, 413, 422, 429, 503),
     },
-    summary="Post a message (stored before it is acknowledged)",
+    summary="Post a message as yourself (stored before it is acknowledged)",
 )
 async def post_message(
-    room: RoomPath, body: PostMessage, state: StateDep, response: Response
+    room: RoomPath,
+    body: PostMessage,
+    state: StateDep,
+    identity: IdentityDep,
+    response: Response,
 ) -> PostResult:
-    check_room_name(room)
-    problem = text_size_error(body.text, state.settings.max_message_bytes)
+    user = require_user(identity)
+    if body.author is not None and body.author.casefold() != user.casefold():
+        raise ApiError(403, "forbidden", f"you are {user!r}; you cannot post as {body.author!r}")
+    found = await member_room(state, room, identity)
+    problem = text_size_error(body.text, room_max_bytes(state, found))
     if problem:
         metrics.MESSAGES.labels("rest", "rejected").inc()
         raise ApiError(413 if "limit" in problem else 422, "invalid_message", problem)
-    await state.rooms.require(room)
-    member = await state.rooms.member(room, body.author)
-    if member is None:
-        raise ApiError(403, "not_a_member", f"{body.author!r} has not joined room {room!r}")
+    member = await state.rooms.member(room, user)
+    assert member is not None  # member_room checked it
+    try:
+        await check_post_limits(state, found, user)
+    except RateLimitedError:
+        metrics.MESSAGES.labels("rest", "rate_limited").inc()
+        raise
     new = NewEntry(kind=EntryKind.HUMAN, author=member.name, text=body.text)
     if body.id:
         new.msg_id = body.id
@@ -70,10 +96,16 @@ async def post_message(
     return PostResult(entry=result.entry, duplicate=result.duplicate)
 
 
-@router.get("", response_model=History, responses=responses(400, 404, 503), summary="Read history")
+@router.get(
+    "",
+    response_model=History,
+    responses=responses(400, 401, 403, 404, 503),
+    summary="Read history (members only)",
+)
 async def read_history(
     room: RoomPath,
     state: StateDep,
+    identity: IdentityDep,
     after: Annotated[
         str | None, Query(description="Cursor: return entries after this stream id.")
     ] = None,
@@ -86,7 +118,7 @@ async def read_history(
         except ValueError as exc:
             raise ApiError(400, "invalid_cursor", str(exc)) from exc
     limit = min(limit, state.settings.page_limit)
-    await state.rooms.require(room)
+    await member_room(state, room, identity)
     if after is None:
         entries = await state.timeline.tail(room, limit)
         more = bool(entries) and await state.timeline.length(room) > len(entries)

@@ -13,7 +13,7 @@ from llmchat.health import healthy_models
 from llmchat.lease import RedisLease
 from llmchat.ratings import INITIAL, Rating, RatingStore
 
-from .deps import RoomPath, StateDep, check_room_name
+from .deps import IdentityDep, RoomPath, StateDep, member_room
 from .errors import responses
 
 router = APIRouter(prefix="/rooms/{room}", tags=["standings"])
@@ -60,22 +60,22 @@ async def _leadership(state: StateDep, room: str) -> Leadership:
 @router.get(
     "/leader",
     response_model=Leadership,
-    responses=responses(404, 503),
+    responses=responses(401, 403, 404, 503),
     summary="The room's current leader (from its lease)",
 )
-async def get_leader(room: RoomPath, state: StateDep) -> Leadership:
-    await state.rooms.require(check_room_name(room))
+async def get_leader(room: RoomPath, state: StateDep, identity: IdentityDep) -> Leadership:
+    await member_room(state, room, identity)
     return await _leadership(state, room)
 
 
 @router.get(
     "/ratings",
     response_model=Leaderboard,
-    responses=responses(404, 503),
+    responses=responses(401, 403, 404, 503),
     summary="The room's leaderboard: ratings from the judge's verdicts",
 )
-async def get_ratings(room: RoomPath, state: StateDep) -> Leaderboard:
-    found = await state.rooms.require(check_room_name(room))
+async def get_ratings(room: RoomPath, state: StateDep, identity: IdentityDep) -> Leaderboard:
+    found = await member_room(state, room, identity)
     ratings = await RatingStore(state.redis).all(room)
     alive = await healthy_models(state.redis, room)
     leader = (await _leadership(state, room)).leader

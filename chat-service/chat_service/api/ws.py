@@ -1,11 +1,15 @@
 """The room WebSocket: every timeline entry in order, resumable from a cursor.
 
-``/api/v1/rooms/{room}/ws?name=alice&cursor=<stream id>``
-
-A client that gives a cursor gets exactly the entries after it, then live ones; a client that
-gives none gets the newest ``history_on_join`` entries. Close codes: 4400 bad request, 4404
-unknown room, 4409 name taken, 1013 try again later (storage unavailable, or the client fell too
-far behind), 1009 frame too large.
+``/api/v1/rooms/{room}/ws?cursor=<stream id>``, with the user's token in an
+``Authorization: Bearer`` header or, from a browser, as the subprotocol ``bearer.<token>``
+offered next to ``llmchat.v1``. Connecting joins a public room (or an invitation-only room the
+user was invited to). A client that gives a cursor gets exactly the entries after it, then
+live ones; a client that gives none gets the newest ``history_on_join`` entries.
+Close codes: 4400 bad request, 4404
+unknown room (or one you may not see), 4409 name taken, 4401 no valid token, 4403 not allowed,
+4429 too many connections for this user, 1013 try again later (storage unavailable, or the
+client fell too far behind), 1009 frame too large. A post over a rate limit gets an error frame
+``rate_limited`` with ``retry_after`` (seconds) and is not stored.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -22,13 +27,23 @@ from chat_service import metrics
 from chat_service.hub import Subscriber, WireEntry
 from chat_service.protocol import FrameError, PingFrame, error_frame, parse_client_frame
 from chat_service.state import ServiceState
+from llmchat.auth import WS_PROTOCOL, bearer, token_from_subprotocols
 from llmchat.ids import is_after, parse_stream_id
 from llmchat.logs import get_logger
-from llmchat.models import Entry, EntryKind, Member, MemberJoin, NewEntry
+from llmchat.models import Entry, EntryKind, Member, MemberJoin, NewEntry, Room, RoomVisibility
+from llmchat.ratelimit import RateLimitedError
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import NameTakenError
 
-from .deps import check_room_name, text_size_error
+from .deps import (
+    SIGN_IN_HINT,
+    authenticate,
+    check_post_limits,
+    check_room_name,
+    room_max_bytes,
+    text_size_error,
+    visible_room,
+)
 from .errors import ApiError
 
 router = APIRouter()
@@ -38,6 +53,9 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
 CLOSE_CONFLICT = 4409
 CLOSE_TRY_AGAIN = 1013
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY = 4429
 
 
 async def _refuse(ws: WebSocket, code: str, message: str, close_code: int) -> None:
@@ -49,19 +67,46 @@ def entry_frame(entry: Entry) -> dict[str, Any]:
     return {"type": "entry", "entry": entry.model_dump(mode="json")}
 
 
+def _offered_token(ws: WebSocket) -> tuple[str | None, bool]:
+    """(token, whether the client offered the ``llmchat.v1`` subprotocol)."""
+    offered = list(ws.scope.get("subprotocols") or [])
+    token = bearer(ws.headers.get("authorization")) or token_from_subprotocols(offered)
+    return token, WS_PROTOCOL in offered
+
+
 @router.websocket("/rooms/{room}/ws")
 async def room_socket(
     ws: WebSocket, room: str, name: str | None = None, cursor: str | None = None
 ) -> None:
     state: ServiceState = ws.app.state.service
-    await ws.accept()
+    token, wants_protocol = _offered_token(ws)
+    await ws.accept(subprotocol=WS_PROTOCOL if wants_protocol else None)
     try:
         check_room_name(room)
     except ApiError as exc:
         await _refuse(ws, exc.code, exc.message, CLOSE_NOT_FOUND)
         return
+    if token is None:
+        metrics.AUTH_FAILURES.labels("unauthenticated").inc()
+        await _refuse(ws, "unauthenticated", SIGN_IN_HINT, CLOSE_UNAUTHENTICATED)
+        return
     try:
-        join = MemberJoin(name=name or "")
+        identity = authenticate(state, token)
+    except ApiError as exc:
+        metrics.AUTH_FAILURES.labels(exc.code).inc()
+        await _refuse(ws, exc.code, exc.message, CLOSE_UNAUTHENTICATED)
+        return
+    if identity.user is None:
+        await _refuse(ws, "user_required", "connect with a user token", CLOSE_FORBIDDEN)
+        return
+    user = identity.user
+    if name is not None and name.casefold() != user.casefold():
+        await _refuse(
+            ws, "forbidden", f"you are {user!r}; you cannot connect as {name!r}", CLOSE_FORBIDDEN
+        )
+        return
+    try:
+        join = MemberJoin(name=user)
     except ValidationError as exc:
         msg = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
         await _refuse(ws, "invalid_name", f"name: {msg}", CLOSE_BAD_REQUEST)
@@ -72,36 +117,81 @@ async def room_socket(
         except ValueError as exc:
             await _refuse(ws, "invalid_cursor", str(exc), CLOSE_BAD_REQUEST)
             return
+    conn_id = uuid.uuid4().hex
+    slot = False
     try:
-        found = await state.rooms.get(room)
-        if found is None:
-            await _refuse(ws, "room_not_found", f"room {room!r} does not exist", CLOSE_NOT_FOUND)
+        try:
+            found = await visible_room(state, room, identity)
+        except ApiError as exc:
+            await _refuse(ws, exc.code, exc.message, CLOSE_NOT_FOUND)
+            return
+        if (
+            found.visibility == RoomVisibility.INVITE
+            and await state.rooms.member(room, user) is None
+            and not await state.rooms.invited(room, user)
+        ):
+            await _refuse(ws, "not_invited", f"room {room!r} is invitation-only", CLOSE_FORBIDDEN)
+            return
+        limit = state.settings.max_connections_per_user
+        slot = await state.slots.acquire(user, conn_id, limit)
+        if not slot:
+            metrics.RATE_LIMITED.labels("connections").inc()
+            await _refuse(
+                ws,
+                "too_many_connections",
+                f"{user!r} already has {limit} open connections; close one and retry",
+                CLOSE_TOO_MANY,
+            )
             return
         member, _ = await state.rooms.join(found, join.name)
         sub = await state.hub.subscribe(room)
     except NameTakenError as exc:
+        await _release(state, user, conn_id, slot)
         await _refuse(ws, "name_taken", str(exc), CLOSE_CONFLICT)
         return
     except UNAVAILABLE_ERRORS:
+        await _release(state, user, conn_id, slot)
         await _refuse(ws, "storage_unavailable", "storage is unreachable; retry", CLOSE_TRY_AGAIN)
         return
 
     metrics.WS_CONNECTIONS.inc()
-    session = _Session(ws, state, room, member, sub)
+    session = _Session(ws, state, found, member, sub)
+    keeper = asyncio.create_task(_keep_slot(state, user, conn_id))
     try:
         await session.run(cursor)
     finally:
+        keeper.cancel()
         metrics.WS_CONNECTIONS.dec()
         await state.hub.unsubscribe(sub)
+        await _release(state, user, conn_id, True)
+
+
+async def _keep_slot(state: ServiceState, user: str, conn_id: str) -> None:
+    """Refresh this connection's slot so it does not lapse while the socket is open."""
+    limit = state.settings.max_connections_per_user
+    if limit <= 0:
+        return
+    while True:
+        await asyncio.sleep(state.slots.ttl / 3)
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            await state.slots.acquire(user, conn_id, limit + 1)
+
+
+async def _release(state: ServiceState, user: str, conn_id: str, held: bool) -> None:
+    if held and state.settings.max_connections_per_user > 0:
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            await state.slots.release(user, conn_id)
 
 
 class _Session:
     def __init__(
-        self, ws: WebSocket, state: ServiceState, room: str, member: Member, sub: Subscriber
+        self, ws: WebSocket, state: ServiceState, room: Room, member: Member, sub: Subscriber
     ) -> None:
         self.ws = ws
         self.state = state
-        self.room = room
+        self.room_config = room
+        self.room = room.name
+        self.max_bytes = room_max_bytes(state, room)
         self.member = member
         self.sub = sub
         self.last_sent: str | None = None
@@ -213,7 +303,7 @@ class _Session:
             if isinstance(frame, PingFrame):
                 self.sub.push(("frame", {"type": "pong"}))
                 continue
-            problem = text_size_error(frame.text, self.state.settings.max_message_bytes)
+            problem = text_size_error(frame.text, self.max_bytes)
             if problem:
                 metrics.MESSAGES.labels("ws", "rejected").inc()
                 code = "message_too_large" if "limit" in problem else "empty_message"
@@ -222,6 +312,17 @@ class _Session:
             new = NewEntry(kind=EntryKind.HUMAN, author=self.member.name, text=frame.text)
             if frame.id:
                 new.msg_id = frame.id
+            try:
+                await check_post_limits(self.state, self.room_config, self.member.name)
+            except RateLimitedError as exc:
+                metrics.MESSAGES.labels("ws", "rate_limited").inc()
+                metrics.RATE_LIMITED.labels(exc.scope).inc()
+                refusal = error_frame("rate_limited", str(exc), new.msg_id)
+                refusal["retry_after"] = round(exc.retry_after, 3)
+                self.sub.push(("frame", refusal))
+                continue
+            except UNAVAILABLE_ERRORS:
+                pass  # the post below reports storage as unavailable
             try:
                 result = (await self.state.router.post(self.room, new)).append
             except UNAVAILABLE_ERRORS:

@@ -94,6 +94,38 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* The Secret of chat-service's token-signing key and admin token. */}}
+{{- define "llmchat.auth.secretName" -}}
+{{- default (include "llmchat.componentName" (dict "root" . "component" "auth")) .Values.auth.existingSecret }}
+{{- end }}
+
+{{/*
+"true" when the generated auth Secret outlives `helm uninstall`: as long as the conversations do
+(the in-cluster Redis' volume is kept, or the Redis is external), so that members' tokens stay
+valid on a reinstall.
+*/}}
+{{- define "llmchat.auth.keep" -}}
+{{- if or (not .Values.redis.enabled) (and .Values.redis.persistence.enabled (not .Values.redis.persistence.deleteOnUninstall)) }}true{{- end }}
+{{- end }}
+
+{{/* chat-service's authentication env: the keys only through secretKeyRef, never as values. */}}
+{{- define "llmchat.authEnv" -}}
+- name: LLMCHAT_TOKEN_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "llmchat.auth.secretName" . }}
+      key: {{ .Values.auth.tokenSecretKey }}
+- name: LLMCHAT_ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "llmchat.auth.secretName" . }}
+      key: {{ .Values.auth.adminTokenKey }}
+      # an existing Secret may have no admin token (then there is no admin)
+      optional: true
+- name: LLMCHAT_OPEN_SIGNUP
+  value: {{ .Values.auth.openSignup | quote }}
+{{- end }}
+
 {{/* Service names. */}}
 {{- define "llmchat.redis.host" -}}
 {{- include "llmchat.componentName" (dict "root" . "component" "redis") }}
@@ -143,33 +175,42 @@ Values the schema cannot check (cross-field rules): fail with a message naming t
 {{- end }}
 {{- end }}
 
-{{/* What the operator needs where rooms live: the rooms, their children, the Secrets they
-reference (read, to check the keys exist) and Events. Nothing else: no pods, no nodes. */}}
+{{/* What the operator needs where rooms live, verb by verb from its code (kopf's watches and
+operator/chatroom_operator/kube.py): the rooms, their children, the Secrets they reference (read,
+to check the keys exist) and Events. Nothing else: no pods, no nodes, no wildcards. */}}
 {{- define "llmchat.operator.roomRules" -}}
 - apiGroups: ["llmchat.io"]
   resources: ["chatrooms"]
-  # patch: kopf's annotations (progress, last-handled configuration)
-  verbs: ["get", "list", "watch", "patch"]
+  # list/watch: kopf; patch: kopf's annotations (progress, last-handled configuration)
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["llmchat.io"]
   resources: ["chatrooms/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
+- apiGroups: ["llmchat.io"]
+  resources: ["chatrooms/finalizers"]
+  # the children's ownerReferences set blockOwnerDeletion, which API servers with the
+  # OwnerReferencesPermissionEnforcement admission plugin allow only with this
+  verbs: ["update"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  # create + patch: server-side apply; delete: a model removed from a room
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  # list/watch: kopf's index; create + patch: server-side apply; delete: a model removed
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create", "patch"]
+  # server-side apply of the room's config
+  verbs: ["create", "patch"]
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  # list/watch: room status (who leads); create: a room's Leases
-  verbs: ["get", "list", "watch", "create"]
+  # list/watch: kopf's index (who leads); create: a room's Leases (their holders write them)
+  verbs: ["list", "watch", "create"]
 - apiGroups: [""]
   resources: ["secrets"]
+  # one by name: does the Secret a room names exist, with its key? (never list)
   verbs: ["get"]
-- apiGroups: ["", "events.k8s.io"]
+- apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  # kopf's and the reconciler's core/v1 Events
+  verbs: ["create"]
 {{- end }}
 
 {{/* Ollama's environment: models on the volume, its key and state under /tmp (read-only root). */}}
