@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from typing import Literal
+from collections.abc import MutableMapping
+from typing import Any, Literal
 
 import structlog
 
 LogFormat = Literal["json", "console"]
+
+#: Credentials that libraries may put in a log line (uvicorn and websockets log request headers
+#: at DEBUG): bearer tokens, tokens offered as a WebSocket subprotocol, anything shaped like a
+#: JSON Web Token, and passwords in URLs.
+_SECRETS = (
+    (re.compile(r"(?i)(authorization:\s*\w+\s+)\S+"), r"\1[redacted]"),
+    (re.compile(r"(?i)(bearer[.\s]+)[A-Za-z0-9._~+/=-]{8,}"), r"\1[redacted]"),
+    (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+"), "[redacted-jwt]"),
+    (re.compile(r"(?i)((?:redis|rediss|https?)://[^:/@\s]*:)[^@\s]+@"), r"\1[redacted]@"),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with credentials replaced by ``[redacted]``."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redact_event(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = redact(value)
+    return event_dict
 
 
 def configure_logging(level: str = "INFO", fmt: LogFormat = "json") -> None:
@@ -35,6 +63,7 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "json") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            _redact_event,
             renderer,
         ],
     )

@@ -7,6 +7,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from importlib import resources
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
@@ -89,6 +90,36 @@ class _TooLargeError(Exception):
     pass
 
 
+#: What any operation with a request body may also answer, whatever its route declares: 400 from
+#: FastAPI for a body it cannot decode (not UTF-8), 413 from ``BodySizeLimit``.
+BODY_ERRORS = {
+    "400": "Body cannot be decoded (not UTF-8 JSON)",
+    "413": "Request body too large",
+}
+
+
+def _document_body_errors(app: FastAPI) -> None:
+    """Add ``BODY_ERRORS`` to every operation with a body in the OpenAPI document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        schema = generate()
+        if fresh:
+            content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    if "requestBody" not in operation:
+                        continue
+                    for status, text in BODY_ERRORS.items():
+                        operation["responses"].setdefault(
+                            status, {"description": text, "content": content}
+                        )
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 async def _watch_redis(state: ServiceState) -> None:
     """Keep the ``llmchat_redis_up`` gauge and the log honest about Redis."""
     while True:
@@ -147,6 +178,7 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     install(app)
+    _document_body_errors(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.include_router(health.router)
     for module in (auth, rooms, messages, standings, ws):

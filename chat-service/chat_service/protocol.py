@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from llmchat.models import MessageId
 
@@ -31,6 +31,18 @@ class PostFrame(BaseModel):
     type: Literal["post"]
     id: MessageId | None = Field(default=None, description="Client-made id for idempotent retry.")
     text: str
+
+    @field_validator("text")
+    @classmethod
+    def _encodable(cls, value: str) -> str:
+        # JSON may spell a lone surrogate ("\\ud800"): json.loads accepts it, UTF-8 cannot store it
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"text has a lone surrogate at character {exc.start}; send valid Unicode"
+            ) from exc
+        return value
 
 
 class PingFrame(BaseModel):

@@ -26,7 +26,7 @@ def fail_settings(exc: ValidationError) -> typer.Exit:
     err.print("[bold red]invalid configuration:[/]")
     for e in exc.errors():
         field = ".".join(str(p) for p in e["loc"])
-        err.print(f"  LLMCHAT_{field.upper()} / --{field.replace('_', '-')}: {e['msg']}")
+        err.print(f"  LLMCHAT_{field.upper()}: {e['msg']}", soft_wrap=True)
     return typer.Exit(2)
 
 

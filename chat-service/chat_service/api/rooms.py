@@ -107,12 +107,7 @@ async def join_room(
         name = identity.user
         if body is not None and body.name.casefold() != name.casefold():
             raise ApiError(403, "forbidden", f"you are {name!r}; you cannot join as {body.name!r}")
-        if (
-            found.visibility == RoomVisibility.INVITE
-            and await state.rooms.member(room, name) is None
-            and not await state.rooms.invited(room, name)
-        ):
-            raise ApiError(403, "not_invited", f"room {room!r} is invitation-only")
+        # visible_room let the caller through: the room is public, or they were invited
     member, created = await state.rooms.join(found, name)
     if not created:
         response.status_code = status.HTTP_200_OK

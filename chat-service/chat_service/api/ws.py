@@ -30,7 +30,7 @@ from chat_service.state import ServiceState
 from llmchat.auth import WS_PROTOCOL, bearer, token_from_subprotocols
 from llmchat.ids import is_after, parse_stream_id
 from llmchat.logs import get_logger
-from llmchat.models import Entry, EntryKind, Member, MemberJoin, NewEntry, Room, RoomVisibility
+from llmchat.models import Entry, EntryKind, Member, MemberJoin, NewEntry, Room
 from llmchat.ratelimit import RateLimitedError
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import NameTakenError
@@ -124,13 +124,6 @@ async def room_socket(
             found = await visible_room(state, room, identity)
         except ApiError as exc:
             await _refuse(ws, exc.code, exc.message, CLOSE_NOT_FOUND)
-            return
-        if (
-            found.visibility == RoomVisibility.INVITE
-            and await state.rooms.member(room, user) is None
-            and not await state.rooms.invited(room, user)
-        ):
-            await _refuse(ws, "not_invited", f"room {room!r} is invitation-only", CLOSE_FORBIDDEN)
             return
         limit = state.settings.max_connections_per_user
         slot = await state.slots.acquire(user, conn_id, limit)

@@ -1,9 +1,19 @@
 // LLM-In-The-Chat web page: plain ES module, no framework, no build step.
 // Every piece of text that comes from a message is set with textContent (never innerHTML), so
 // whatever people or models write is shown as text and never runs.
+//
+// Signing in: a name is taken with POST /auth/signup, which returns a signed token; the page keeps
+// it in localStorage (llmchat.token, llmchat.name), sends it as "Authorization: Bearer" on every
+// REST call and as the WebSocket subprotocol "bearer.<token>" (never in a URL), and exchanges it
+// for a fresh one (POST /auth/refresh) at half its remaining life.
 
 const API = "/api/v1";
-const REFUSED = new Set([4400, 4404, 4409]); // the service said no: retrying would not help
+const WS_PROTOCOL = "llmchat.v1";
+// Close codes after which reconnecting cannot help (4429, too many connections, is retried).
+const CLOSE = { badRequest: 4400, unauthenticated: 4401, forbidden: 4403, notFound: 4404, taken: 4409, tooMany: 4429 };
+const REFUSED = new Set([CLOSE.badRequest, CLOSE.unauthenticated, CLOSE.forbidden, CLOSE.notFound, CLOSE.taken]);
+const AUTH_CODES = new Set(["invalid_token", "token_expired", "unauthenticated"]);
+const MAX_TIMER_MS = 6 * 3600 * 1000; // refresh at least this often (and stay below setTimeout's limit)
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -27,6 +37,16 @@ const state = {
   reconnects: [], // seconds from a lost connection to the next welcome (read by tests)
 };
 window.llmchat = state; // for tests and curious people
+
+// Who this tab is signed in as. The token is a secret: it goes in headers and the WebSocket
+// subprotocol, never in a URL, a log or the page.
+const auth = { name: null, token: null, expiresAt: 0, refreshTimer: null, lapsed: null };
+const store = {
+  token: "llmchat.token",
+  name: "llmchat.name",
+  expires: "llmchat.expires",
+  room: "llmchat.room",
+};
 
 // ---------------------------------------------------------------- helpers
 
@@ -58,28 +78,51 @@ function timeOf(ts) {
   return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
-async function api(path, options = {}) {
+function sameName(a, b) {
+  return typeof a === "string" && typeof b === "string" && a.toLowerCase() === b.toLowerCase();
+}
+
+// A REST call. Sends the tab's token unless `token` says otherwise (null: none). Errors carry
+// status, code and, for 429, retryAfter (seconds).
+async function api(path, { method = "GET", body, token = auth.token } = {}) {
+  const headers = {};
+  if (body !== undefined) headers["content-type"] = "application/json";
+  if (token) headers.authorization = `Bearer ${token}`;
   const r = await fetch(API + path, {
-    headers: { "content-type": "application/json" },
-    ...options,
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    cache: "no-store",
+    credentials: "omit",
   });
-  let body = null;
+  let data = null;
   try {
-    body = await r.json();
+    data = await r.json();
   } catch {
-    body = null;
+    data = null;
   }
   if (!r.ok) {
-    const msg = body?.error?.message || `${r.status} ${r.statusText}`;
-    const err = new Error(msg);
+    const err = new Error(data?.error?.message || `${r.status} ${r.statusText}`);
     err.status = r.status;
-    err.code = body?.error?.code;
+    err.code = data?.error?.code;
+    if (r.status === 429) err.retryAfter = Math.max(1, Math.ceil(Number(r.headers.get("retry-after")) || 1));
     throw err;
   }
-  return body;
+  return data;
+}
+
+// What to tell a person about a failed call.
+function describe(err) {
+  if (err?.status === 429) return `Slow down: too many requests. Retry in ${err.retryAfter} s.`;
+  if (err instanceof TypeError) return "The chat service cannot be reached; check the connection and retry.";
+  return err?.message || String(err);
 }
 
 function toast(message, kind = "error") {
+  if (kind === "warn") {
+    // one "slow down" at a time: replace the previous one
+    for (const old of $("toasts").querySelectorAll(".toast.warn")) old.remove();
+  }
   const t = el("div", `toast ${kind}`, message);
   $("toasts").append(t);
   setTimeout(() => t.remove(), 8000);
@@ -301,6 +344,7 @@ function post(text) {
 function failPending(ref, message) {
   const pend = state.pending.get(ref);
   if (!pend) return false;
+  clearTimeout(pend.retryTimer);
   state.pending.delete(ref);
   pend.el.classList.remove("sending");
   pend.el.classList.add("failed");
@@ -321,20 +365,24 @@ function failPending(ref, message) {
 
 // ---------------------------------------------------------------- the socket
 
+// The room's WebSocket address: the cursor only. The token travels as a subprotocol.
 function wsUrl() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   let url = `${proto}//${location.host}${API}/rooms/${encodeURIComponent(state.room)}/ws`;
-  url += `?name=${encodeURIComponent(state.name)}`;
-  if (state.cursor) url += `&cursor=${encodeURIComponent(state.cursor)}`;
+  if (state.cursor) url += `?cursor=${encodeURIComponent(state.cursor)}`;
   return url;
 }
 
 function connect() {
   clearTimeout(state.retryTimer);
   if (state.stopped) return;
+  if (!auth.token) {
+    signedOut("You are signed out: join again.");
+    return;
+  }
   let ws;
   try {
-    ws = new WebSocket(wsUrl());
+    ws = new WebSocket(wsUrl(), [WS_PROTOCOL, `bearer.${auth.token}`]);
   } catch (err) {
     scheduleReconnect();
     return;
@@ -367,8 +415,8 @@ function connect() {
         break;
       }
       case "error":
-        if (!welcomed) refusal = frame;
-        onErrorFrame(frame);
+        if (!welcomed) refusal = frame; // the close that follows explains it
+        else onErrorFrame(frame);
         break;
       default:
         break;
@@ -380,12 +428,17 @@ function connect() {
     clearInterval(state.pingTimer);
     if (state.stopped) return;
     if (REFUSED.has(ev.code)) {
-      const msg = refusal?.message || ev.reason || `the room refused the connection (${ev.code})`;
-      leaveRoom();
-      showJoinError(msg);
+      onRefused(ev.code, refusal?.message || ev.reason || "");
       return;
     }
     if (state.lostAt === null) state.lostAt = performance.now();
+    if (ev.code === CLOSE.tooMany) {
+      // every connection slot of this name is in use (other tabs): wait, then try again
+      state.attempt = Math.max(state.attempt, 6);
+      scheduleReconnect();
+      setConn(`${state.name} has too many open connections: close another tab. Retrying…`, "warn");
+      return;
+    }
     scheduleReconnect();
   };
   ws.onerror = () => {}; // onclose follows and handles it
@@ -417,6 +470,24 @@ function onWelcome(frame) {
   refreshMembers();
 }
 
+// The service said no: back to the join screen, with what to do about it.
+function onRefused(code, reason) {
+  const room = state.room;
+  if (code === CLOSE.unauthenticated) {
+    signedOut(`Your sign-in is no longer valid${reason ? ` (${reason})` : ""}. Join again to sign in.`);
+    return;
+  }
+  leaveRoom();
+  if (code === CLOSE.notFound) {
+    showJoinError(`There is no room “${room}” (or you may not see it).`);
+    loadRooms().catch(() => {});
+  } else if (code === CLOSE.forbidden) {
+    showJoinError(reason ? `You cannot join “${room}”: ${reason}.` : `You may not join “${room}”.`);
+  } else {
+    showJoinError(reason || `The room refused the connection (${code}).`);
+  }
+}
+
 function scheduleReconnect() {
   document.body.dataset.connected = "false";
   state.attempt += 1;
@@ -428,11 +499,36 @@ function scheduleReconnect() {
   state.retryTimer = setTimeout(connect, delay);
 }
 
+function resendLater(ref, delayMs) {
+  const pend = state.pending.get(ref);
+  if (!pend) return;
+  clearTimeout(pend.retryTimer);
+  pend.retryTimer = setTimeout(() => {
+    if (state.pending.get(ref) !== pend) return;
+    pend.el.classList.remove("waiting");
+    const tag = pend.el.querySelector(".tag-sending");
+    if (tag) tag.textContent = "sending…";
+    sendFrame(pend.frame); // the same id: stored once even if an earlier try got through
+  }, delayMs);
+}
+
 function onErrorFrame(frame) {
   const message = frame.message || frame.code || "something went wrong";
   if (frame.code === "storage_unavailable" && frame.ref && state.pending.has(frame.ref)) {
-    const pend = state.pending.get(frame.ref);
-    setTimeout(() => { if (state.pending.has(frame.ref)) sendFrame(pend.frame); }, 1000);
+    resendLater(frame.ref, 1000);
+    return;
+  }
+  if (frame.code === "rate_limited") {
+    const secs = Math.max(0.2, Number(frame.retry_after) || 1);
+    const shown = Math.max(1, Math.ceil(secs));
+    toast(`Slow down: you are sending faster than the room allows. Retrying in ${shown} s.`, "warn");
+    const pend = frame.ref ? state.pending.get(frame.ref) : null;
+    if (pend) {
+      pend.el.classList.add("waiting");
+      const tag = pend.el.querySelector(".tag-sending");
+      if (tag) tag.textContent = `slow down — retry in ${shown} s`;
+      resendLater(frame.ref, secs * 1000 + Math.random() * 200);
+    }
     return;
   }
   if (frame.ref && failPending(frame.ref, message)) {
@@ -457,8 +553,9 @@ async function refreshStandings() {
     const [lead, board] = await Promise.all([api(`/rooms/${room}/leader`), api(`/rooms/${room}/ratings`)]);
     renderLeader(lead);
     renderBoard(board);
-  } catch {
-    // transient (a replica restarting): the next refresh fixes it
+  } catch (err) {
+    // transient (a replica restarting): the next refresh fixes it; a dead token does not heal
+    if (err.status === 401) signedOut(`Your sign-in is no longer valid (${err.message}). Join again to sign in.`);
   }
 }
 
@@ -514,8 +611,9 @@ async function refreshMembers() {
     $("room-title").textContent = info.title ? `${info.name} — ${info.title}` : info.name;
     $("room-title").hidden = false;
     renderMembers();
-  } catch {
+  } catch (err) {
     // try again on the next welcome
+    if (err.status === 401) signedOut(`Your sign-in is no longer valid (${err.message}). Join again to sign in.`);
   }
 }
 
@@ -611,6 +709,114 @@ function autosize() {
   ta.style.height = `${Math.min(ta.scrollHeight, 200)}px`;
 }
 
+// ---------------------------------------------------------------- signing in
+
+// Keep a token the service gave us (sign-up, refresh, or a stored one it confirmed).
+function remember(out) {
+  auth.name = out.user;
+  auth.token = out.token;
+  auth.expiresAt = Number(out.expires_at) || 0;
+  auth.lapsed = null;
+  localStorage.setItem(store.token, out.token);
+  localStorage.setItem(store.name, out.user);
+  localStorage.setItem(store.expires, String(auth.expiresAt));
+  scheduleRefresh();
+  showSignedIn();
+}
+
+// Drop the token (it no longer works); the name stays, to fill the form next time.
+function forget() {
+  clearTimeout(auth.refreshTimer);
+  if (auth.name) auth.lapsed = auth.name;
+  Object.assign(auth, { name: null, token: null, expiresAt: 0, refreshTimer: null });
+  localStorage.removeItem(store.token);
+  localStorage.removeItem(store.expires);
+  showSignedIn();
+}
+
+// Exchange the token for a fresh one at half its remaining life (at least every few hours).
+function scheduleRefresh() {
+  clearTimeout(auth.refreshTimer);
+  if (!auth.token) return;
+  const left = auth.expiresAt * 1000 - Date.now();
+  auth.refreshTimer = setTimeout(refreshToken, Math.min(Math.max(left / 2, 1000), MAX_TIMER_MS));
+}
+
+async function refreshToken() {
+  const token = auth.token;
+  if (!token) return;
+  try {
+    const out = await api("/auth/refresh", { method: "POST", token });
+    if (auth.token === token) remember(out);
+  } catch (err) {
+    if (auth.token !== token) return; // signed in again meanwhile
+    if (err.status === 401) {
+      signedOut(`Your sign-in has expired (${err.message}). Join again to sign in.`);
+      return;
+    }
+    // busy or unreachable: the token is still good for a while, so try again soon
+    clearTimeout(auth.refreshTimer);
+    auth.refreshTimer = setTimeout(refreshToken, (err.retryAfter || 10) * 1000);
+  }
+}
+
+// The token stopped working (expired, or the service's key changed): back to the join screen.
+function signedOut(message) {
+  if (!state.stopped) leaveRoom();
+  forget();
+  showJoinError(message);
+}
+
+function takenMessage(name, err, expired) {
+  const why = /reserved/.test(err.message)
+    ? `${err.message}: pick another name.`
+    : `The name “${name}” is taken; pick another.`;
+  return expired ? `Your sign-in as “${name}” has expired, and the name stays registered. ${why}` : why;
+}
+
+// Be `name`: with this browser's token for it if it still works, else by taking the name.
+async function signIn(name) {
+  if (auth.token && sameName(auth.name, name)) return;
+  let expired = sameName(auth.lapsed, name);
+  const saved = localStorage.getItem(store.token);
+  if (saved && sameName(localStorage.getItem(store.name), name)) {
+    try {
+      const me = await api("/auth/me", { token: saved });
+      if (me.user && sameName(me.user, name)) {
+        remember({ token: saved, user: me.user, expires_at: me.expires_at });
+        return;
+      }
+    } catch (err) {
+      if (err.status !== 401) throw err; // unreachable or busy: keep the token, try again later
+      expired = true; // a token cannot be refreshed once it has expired
+    }
+  }
+  let out;
+  try {
+    out = await api("/auth/signup", { method: "POST", body: { name }, token: null });
+  } catch (err) {
+    if (err.code === "name_taken") throw new Error(takenMessage(name, err, expired));
+    if (err.code === "signup_closed") throw new Error("Sign-up is closed here: ask the service's admin for a token.");
+    if (err.status === 422) throw new Error(err.message.replace(/^body\.name: (Value error, )?/, "Name: "));
+    throw err;
+  }
+  remember(out);
+}
+
+function showSignedIn() {
+  const line = $("signed-in");
+  if (!auth.token) {
+    line.hidden = true;
+    $("room-field").hidden = true;
+    return;
+  }
+  const typed = $("join-name").value.trim();
+  line.textContent = typed && !sameName(typed, auth.name)
+    ? `Signed in as ${auth.name}. Joining as “${typed}” takes that name instead (this browser then forgets ${auth.name}).`
+    : `Signed in as ${auth.name}.`;
+  line.hidden = false;
+}
+
 // ---------------------------------------------------------------- join / leave
 
 function showJoinError(msg) {
@@ -618,42 +824,85 @@ function showJoinError(msg) {
   $("join-name").focus();
 }
 
+function preferredRoom() {
+  return new URLSearchParams(location.search).get("room") || localStorage.getItem(store.room);
+}
+
+// The rooms this person may see (needs a token): fills the room picker and shows it.
 async function loadRooms() {
   const select = $("join-room");
+  const { rooms } = await api("/rooms");
+  const wanted = $("room-field").hidden ? preferredRoom() : select.value || preferredRoom();
+  select.replaceChildren(
+    ...rooms.map((r) => {
+      const o = el("option", "", r.title ? `${r.name} — ${r.title}` : r.name);
+      o.value = r.name;
+      if (r.name === wanted) o.selected = true;
+      return o;
+    }),
+  );
+  $("room-field").hidden = !auth.token || rooms.length === 0;
+  return rooms.map((r) => r.name);
+}
+
+const NO_ROOMS = "There is no room you can join yet (rooms are made by the admin, e.g. by `llmchat up`).";
+
+// The room a Join means: the picked one if the picker was shown, else the one asked for (?room=,
+// or the last one), else the only one.
+function chosenRoom(names, pickerShown) {
+  const picked = $("join-room").value;
+  if (pickerShown && names.includes(picked)) return picked;
+  const wanted = preferredRoom();
+  if (wanted && names.includes(wanted)) return wanted;
+  return names.length === 1 ? names[0] : null;
+}
+
+let joining = false;
+async function onJoin() {
+  if (joining) return;
+  const name = $("join-name").value.trim();
+  if (!name) return showJoinError("Enter a name.");
+  if (/\s/.test(name)) return showJoinError("A name cannot contain spaces (it is used for @mentions).");
+  joining = true;
+  $("join-error").textContent = "";
+  $("join-button").disabled = true;
+  const pickerShown = !$("room-field").hidden;
   try {
-    const { rooms } = await api("/rooms");
-    const wanted = new URLSearchParams(location.search).get("room") || localStorage.getItem("llmchat.room");
-    select.replaceChildren(
-      ...rooms.map((r) => {
-        const o = el("option", "", r.title ? `${r.name} — ${r.title}` : r.name);
-        o.value = r.name;
-        if (r.name === wanted) o.selected = true;
-        return o;
-      }),
-    );
-    if (!rooms.length) showJoinError("There is no room yet: start one with `llmchat up`.");
+    await signIn(name);
+    const names = await loadRooms();
+    const room = chosenRoom(names, pickerShown);
+    if (!room) {
+      showJoinError(names.length ? "Choose a room." : NO_ROOMS);
+      if (names.length) $("join-room").focus();
+      return;
+    }
+    await enterRoom(room);
   } catch (err) {
-    showJoinError(`Could not list the rooms: ${err.message}`);
+    showJoinError(describe(err));
+  } finally {
+    joining = false;
+    $("join-button").disabled = false;
   }
 }
 
-async function joinRoom(room, name) {
-  $("join-error").textContent = "";
-  $("join-button").disabled = true;
+// Join `room` (REST, with the token), then open its WebSocket.
+async function enterRoom(room) {
   try {
-    await api(`/rooms/${encodeURIComponent(room)}/members`, {
-      method: "POST",
-      body: JSON.stringify({ name }),
-    });
+    await api(`/rooms/${encodeURIComponent(room)}/members`, { method: "POST" });
   } catch (err) {
-    $("join-button").disabled = false;
-    showJoinError(err.message);
-    return;
+    if (err.status === 401) {
+      signedOut(`Your sign-in is no longer valid (${err.message}). Join again to sign in.`);
+      return;
+    }
+    if (err.code === "not_invited") throw new Error(`“${room}” is invitation-only: ask one of its members to invite you.`);
+    if (err.code === "room_not_found") throw new Error(`There is no room “${room}” (or you may not see it).`);
+    throw err;
   }
-  $("join-button").disabled = false;
-  localStorage.setItem("llmchat.name", name);
-  localStorage.setItem("llmchat.room", room);
+  const name = auth.name;
+  $("join-error").textContent = "";
+  localStorage.setItem(store.room, room);
   sessionStorage.setItem("llmchat.joined", "1");
+  for (const pend of state.pending.values()) clearTimeout(pend.retryTimer);
   Object.assign(state, { room, name, cursor: null, stopped: false, attempt: 0, lostAt: null });
   state.seen.clear();
   state.seenMsg.clear();
@@ -673,10 +922,12 @@ function leaveRoom() {
   state.stopped = true;
   clearTimeout(state.retryTimer);
   clearInterval(state.pingTimer);
+  for (const pend of state.pending.values()) clearTimeout(pend.retryTimer);
   const ws = state.ws;
   state.ws = null;
   if (ws) ws.close(1000);
   sessionStorage.removeItem("llmchat.joined");
+  document.body.dataset.connected = "false";
   $("room-view").hidden = true;
   $("join-view").hidden = false;
   $("leader").hidden = true;
@@ -685,19 +936,46 @@ function leaveRoom() {
   document.title = "LLM-In-The-Chat";
 }
 
+// On load: a stored token that still works signs this tab in (and a reload rejoins its room).
+async function restore() {
+  const saved = localStorage.getItem(store.token);
+  const name = localStorage.getItem(store.name);
+  if (!saved || !name) return;
+  try {
+    const me = await api("/auth/me", { token: saved });
+    if (!me.user) return;
+    remember({ token: saved, user: me.user, expires_at: me.expires_at });
+  } catch (err) {
+    if (err.status === 401) auth.lapsed = name; // expired: Join signs in again if it can
+    return;
+  }
+  let names;
+  try {
+    names = await loadRooms();
+  } catch (err) {
+    showJoinError(`Could not list the rooms: ${describe(err)}`);
+    return;
+  }
+  if (!names.length) showJoinError(NO_ROOMS);
+  const room = localStorage.getItem(store.room);
+  if (sessionStorage.getItem("llmchat.joined") && room && names.includes(room)) {
+    try {
+      await enterRoom(room);
+    } catch (err) {
+      showJoinError(describe(err));
+    }
+  }
+}
+
 // ---------------------------------------------------------------- wiring
 
 function init() {
   const nameInput = $("join-name");
-  nameInput.value = localStorage.getItem("llmchat.name") || "";
+  nameInput.value = localStorage.getItem(store.name) || "";
+  nameInput.addEventListener("input", showSignedIn);
   $("join-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const name = nameInput.value.trim();
-    const room = $("join-room").value;
-    if (!room) return showJoinError("Choose a room.");
-    if (!name) return showJoinError("Enter a name.");
-    if (/\s/.test(name)) return showJoinError("A name cannot contain spaces (it is used for @mentions).");
-    joinRoom(room, name);
+    onJoin();
   });
   $("leave").addEventListener("click", leaveRoom);
 
@@ -747,13 +1025,8 @@ function init() {
     if (!state.stopped && document.visibilityState === "visible") refreshStandings();
   }, 5000);
 
-  loadRooms().then(() => {
-    // A reload rejoins the room this tab was in.
-    const room = localStorage.getItem("llmchat.room");
-    const name = localStorage.getItem("llmchat.name");
-    if (sessionStorage.getItem("llmchat.joined") && room && name && $("join-room").value === room) {
-      joinRoom(room, name);
-    }
+  restore().finally(() => {
+    document.body.dataset.ready = "true"; // the form is ready (read by tests)
   });
 }
 
