@@ -67,7 +67,7 @@ class RoomClient:
             raise ValueError("at least one chat-service address is needed")
         self.base_urls = [u.rstrip("/").replace("http", "ws", 1) for u in base_urls]
         self.room = room
-        self.name = name
+        self.name = name or ""
         self.token = token
         self.cursor = cursor
         self.entries: list[dict[str, Any]] = []

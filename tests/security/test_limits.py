@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
@@ -130,11 +131,9 @@ async def test_connections_per_person(chat_service_factory: StartService) -> Non
         async with websockets.connect(url, additional_headers=auth) as third:
             frame = json.loads(await third.recv())
             assert frame["code"] == "too_many_connections"
-            try:
+            with pytest.raises(ConnectionClosed) as closed:
                 await third.recv()
-                raise AssertionError("the third connection stayed open")
-            except ConnectionClosed as exc:
-                assert exc.rcvd is not None and exc.rcvd.code == 4429
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
         # another person is not affected
         async with websockets.connect(
             url, additional_headers={"Authorization": f"Bearer {token('bob')}"}
