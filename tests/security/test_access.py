@@ -7,11 +7,13 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 import httpx
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from tests.support.auth import ADMIN_TOKEN, TOKEN_SECRET, admin_headers, headers
 from tests.support.procs import ROOT, ChatService
@@ -122,9 +124,10 @@ def test_invitation_only_rooms(chat_service: ChatService) -> None:
 
 async def _ws_close(
     url: str, token: str | None, subprotocols: list[str] | None = None
-) -> tuple[int, dict[str, object]]:
+) -> tuple[int, dict[str, Any]]:
     extra = {"Authorization": f"Bearer {token}"} if token and not subprotocols else {}
-    async with websockets.connect(url, additional_headers=extra, subprotocols=subprotocols) as ws:  # type: ignore[arg-type]
+    offered = [Subprotocol(p) for p in subprotocols] if subprotocols else None
+    async with websockets.connect(url, additional_headers=extra, subprotocols=offered) as ws:
         first = json.loads(await ws.recv())
         if first["type"] == "welcome":
             return 0, first
@@ -149,9 +152,8 @@ async def test_websocket_access(chat_service: ChatService) -> None:
     code, frame = await _ws_close(url, ADMIN_TOKEN)
     assert (code, frame["code"]) == (4403, "user_required")
     # a browser offers the token as a subprotocol and gets llmchat.v1 back
-    async with websockets.connect(
-        url, subprotocols=["llmchat.v1", f"bearer.{token('alice')}"]
-    ) as ws:  # type: ignore[list-item]
+    offered = [Subprotocol("llmchat.v1"), Subprotocol(f"bearer.{token('alice')}")]
+    async with websockets.connect(url, subprotocols=offered) as ws:
         assert ws.subprotocol == "llmchat.v1"
         assert json.loads(await ws.recv())["type"] == "welcome"
     code, frame = await _ws_close(url, token("bob"))

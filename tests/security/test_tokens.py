@@ -44,7 +44,7 @@ def test_issued_token_names_its_user_and_expires() -> None:
                     "iss": "llmchat",
                     "aud": "llmchat-chat",
                 },
-                None,
+                "",
                 algorithm="none",
             ),
             "invalid_token",
