@@ -187,6 +187,19 @@ class Router:
         self._timeline = timeline
         self._post = redis.register_script(_POST_LUA)
         self.max_model_streak = max_model_streak
+        # The room's stored JSON -> its parsed config: the document is read with every post (in
+        # the same round trip), but parsed again only when it changed.
+        self._rooms: dict[str, tuple[bytes | str, Room]] = {}
+
+    def _room(self, name: str, meta: bytes | str) -> Room:
+        cached = self._rooms.get(name)
+        if cached is not None and cached[0] == meta:
+            return cached[1]
+        room = Room.model_validate_json(meta)
+        if len(self._rooms) > 10_000:
+            self._rooms.clear()
+        self._rooms[name] = (meta, room)
+        return room
 
     async def post(self, room_name: str, entry: NewEntry, fence: Fence | None = None) -> PostResult:
         """Store ``entry`` and enqueue the jobs it calls for (one round trip to read the room)."""
@@ -199,7 +212,7 @@ class Router:
         meta, member_keys, streak_raw, turns_raw, due = await pipe.execute()
         if not meta:
             raise RoomNotFoundError(room_name)
-        room = Room.model_validate_json(meta)
+        room = self._room(room_name, meta)
         route = decide(
             room,
             kind=entry.kind,
