@@ -24,6 +24,7 @@ from llmchat import __version__
 from llmchat.auth import TokenSigner
 from llmchat.logs import get_logger
 from llmchat.ratelimit import ConnectionSlots, RateLimiter
+from llmchat.redact import redact_url
 from llmchat.redis_conn import UNAVAILABLE_ERRORS, create_redis
 from llmchat.rooms import RoomStore
 from llmchat.router import Router
@@ -160,7 +161,7 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
         )
         app.state.service = state
         watcher = asyncio.create_task(_watch_redis(state))
-        log.info("chat_service_started", replica=replica, redis=settings.redis_url.split("@")[-1])
+        log.info("chat_service_started", replica=replica, redis=redact_url(settings.redis_url))
         try:
             yield
         finally:

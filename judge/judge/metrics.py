@@ -14,6 +14,14 @@ PARSE_FAILURES = Counter(
     name("judge_parse_failures_total"), "Judge outputs that were not a valid verdict.", ["room"]
 )
 VERDICTS = Counter(name("judge_verdicts_total"), "Rounds judged, by outcome.", ["room", "outcome"])
+RATE_LIMITED = Counter(
+    name("judge_rate_limited_total"),
+    "Rounds deferred because the room's judge-call limit was reached (each counted once).",
+    ["room"],
+)
+DEFERRED = Gauge(
+    name("judge_deferred_rounds"), "Rounds waiting for the room's judge-call limit.", ["room"]
+)
 SCORES = Histogram(
     name("judge_score"),
     "Scores given, per model.",

@@ -4,6 +4,12 @@ Rounds come from each room's ``rounds`` stream (consumer group ``judges``). Only
 holder reads them; a standby that takes the lease over claims every round the old holder left
 pending, and the verdict is written with the judge lease as a fence, so a deposed judge cannot
 publish one.
+
+Judge-model calls are capped per room (``judge_calls_per_minute``, a token bucket in Redis
+shared by the replicas). A round over the limit is deferred, not dropped: it stays pending in
+the stream (a judge that takes over claims it) and waits in a per-room queue, in order, until
+the bucket has refilled; only a round deferred longer than ``judge_defer_max_s`` is skipped,
+with a system note in the room.
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from model_worker.prompt import fold_lines, speaker
 
 from judge import metrics
 from judge.rubric import (
@@ -34,7 +42,9 @@ from llmchat.lease import lease_key
 from llmchat.lease_select import make_lease
 from llmchat.logs import get_logger
 from llmchat.models import Entry, EntryKind, NewEntry
+from llmchat.ratelimit import Limit, RateLimitedError, RateLimiter
 from llmchat.ratings import RatingStore
+from llmchat.redact import redact_url
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.router import Fence, FencedError, Router
 from llmchat.timeline import Timeline
@@ -42,6 +52,8 @@ from llmchat.timeline import Timeline
 log = get_logger(__name__)
 GROUP = "judges"
 CONTEXT_ENTRIES = 6
+#: Rate-limit scope of judge-model calls (one bucket per room).
+LIMIT_SCOPE = "judge"
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,15 @@ class Round:
     cut: str
     models: list[str]
     enqueued_at: float
+
+
+@dataclass
+class Deferred:
+    """A round waiting for its room's judge-call bucket."""
+
+    rnd: Round
+    due: float  # time.monotonic() when to try again
+    since: float  # time.monotonic() when first deferred
 
 
 class JudgeFailedError(RuntimeError):
@@ -68,8 +89,13 @@ async def score_round(
     passes: int,
     retries: int,
     on_parse_failure: Any = None,
+    before_retry: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[list[Any], int]:
-    """Score ``candidates`` in ``passes`` orders (shuffled, then reversed); strict with retry."""
+    """Score ``candidates`` in ``passes`` orders (shuffled, then reversed); strict with retry.
+
+    ``before_retry`` is awaited before each retry's model call (the rate limit: it raises
+    :class:`RateLimitedError` when the room has no call left).
+    """
     order = shuffled(candidates, seed)
     orders = [order, list(reversed(order)), order[1:] + order[:1], order[-1:] + order[:-1]]
     results = []
@@ -77,9 +103,12 @@ async def score_round(
     for ordered in orders[:passes]:
         messages = build_messages(context, ordered)
         for attempt in range(retries):
+            if attempt and before_retry is not None:
+                await before_retry()
             raw = await scorer.complete(messages, len(ordered), attempt)
             try:
-                results.append((ordered, parse_verdict(raw, len(ordered))))
+                verdict = parse_verdict(raw, len(ordered), [c.text for c in ordered])
+                results.append((ordered, verdict))
                 break
             except VerdictParseError as exc:
                 failures += 1
@@ -92,8 +121,10 @@ async def score_round(
 
 
 def render_context(entries: list[Entry]) -> str:
+    """The conversation the answers replied to, one speaker line per message (a message's
+    further lines indented, as in the models' prompts, so none can pose as a speaker)."""
     lines = [
-        f"{e.author}: {e.text.strip()}"
+        f"{speaker(e.author)}: {fold_lines(e.text)}"
         for e in entries
         if e.kind in (EntryKind.HUMAN, EntryKind.MODEL)
     ]
@@ -119,6 +150,10 @@ class JudgeService:
         self.term: int | None = None
         self.judged = 0
         self._claim_all = False
+        self.limiter = RateLimiter(redis)
+        self.limit = Limit(settings.judge_calls_per_minute, settings.judge_calls_burst)
+        #: per room, the rounds waiting for the judge-call limit, oldest first
+        self.deferred: dict[str, list[Deferred]] = {}
 
     @property
     def active(self) -> bool:
@@ -134,20 +169,23 @@ class JudgeService:
             rooms=self.settings.rooms,
             scorer=self.scorer.name,
             consumer=self.settings.consumer,
+            redis=redact_url(self.settings.redis_url),
         )
         try:
             while not stop.is_set():
                 if not self.active:
+                    self._forget_deferred()  # still pending in Redis: the new holder claims them
                     await asyncio.sleep(self.settings.lease_retry_s)
                     continue
                 try:
-                    rounds = await self._next_rounds()
+                    await self._expire_deferred()
+                    rounds = self._due_rounds() + await self._next_rounds()
                 except UNAVAILABLE_ERRORS as exc:
                     log.warning("judge_redis_error", error=str(exc))
                     await asyncio.sleep(0.5)
                     continue
                 for rnd in rounds:
-                    await self.judge(rnd)
+                    await self.handle(rnd)
         finally:
             holder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -237,11 +275,93 @@ class JudgeService:
                 return answers
             await asyncio.sleep(0.3)
 
+    # -- the judge-call limit ----------------------------------------------------------------
+    async def handle(self, rnd: Round) -> None:
+        """Judge ``rnd``, unless older rounds of its room wait for the limit: then it queues."""
+        queue = self.deferred.setdefault(rnd.room, [])
+        if queue and queue[0].rnd.job_id != rnd.job_id:
+            if all(d.rnd.job_id != rnd.job_id for d in queue):
+                self._defer(rnd, queue[0].due - time.monotonic())
+            return
+        await self.judge(rnd)
+
+    def _defer(self, rnd: Round, retry_after: float) -> None:
+        queue = self.deferred.setdefault(rnd.room, [])
+        due = time.monotonic() + max(retry_after, 0.05)
+        for d in queue:
+            if d.rnd.job_id == rnd.job_id:
+                d.due = due
+                return
+        queue.append(Deferred(rnd, due, time.monotonic()))
+        metrics.RATE_LIMITED.labels(rnd.room).inc()
+        metrics.DEFERRED.labels(rnd.room).set(len(queue))
+        log.info(
+            "judge_round_deferred",
+            room=rnd.room,
+            cut=rnd.cut,
+            retry_after_s=round(retry_after, 2),
+            waiting=len(queue),
+            limit=self.limit.describe(),
+        )
+
+    def _done(self, rnd: Round) -> None:
+        queue = self.deferred.get(rnd.room)
+        if queue:
+            queue[:] = [d for d in queue if d.rnd.job_id != rnd.job_id]
+            metrics.DEFERRED.labels(rnd.room).set(len(queue))
+
+    def _due_rounds(self) -> list[Round]:
+        """The oldest deferred round of each room, once its wait is over."""
+        now = time.monotonic()
+        return [q[0].rnd for q in self.deferred.values() if q and q[0].due <= now]
+
+    def _forget_deferred(self) -> None:
+        for room, queue in self.deferred.items():
+            queue.clear()
+            metrics.DEFERRED.labels(room).set(0)
+
+    async def _expire_deferred(self) -> None:
+        """Skip, visibly, the rounds that waited for the limit longer than allowed."""
+        now = time.monotonic()
+        for queue in list(self.deferred.values()):
+            for d in [d for d in queue if now - d.since >= self.settings.judge_defer_max_s]:
+                rnd = d.rnd
+                self._done(rnd)
+                posted = await self._post(
+                    rnd,
+                    "The judge skipped this round: the room's judge limit "
+                    f"({self.limit.describe()} model calls) kept it waiting for "
+                    f"{now - d.since:.0f} s. No scores were recorded.",
+                    meta={"round": rnd.cut, "outcome": "rate_limited"},
+                    kind=EntryKind.SYSTEM,
+                    fence=self._fence(),
+                )
+                if posted:  # else a deposed judge: the round stays pending for the new one
+                    metrics.VERDICTS.labels(rnd.room, "rate_limited").inc()
+                    log.warning("judge_round_expired", room=rnd.room, cut=rnd.cut)
+                    await self._ack(rnd)
+
+    def _fence(self) -> Fence | None:
+        return Fence(self.fence_key, self.settings.consumer, self.term) if self.term else None
+
+    async def _take_calls(self, room: str, calls: int) -> None:
+        """Take ``calls`` judge-model calls from the room's bucket or raise RateLimitedError."""
+        await self.limiter.check(LIMIT_SCOPE, room, self.limit, cost=calls)
+
     async def judge(self, rnd: Round) -> None:
+        """Judge one round (or defer it when the room's judge-call limit is reached)."""
+        try:
+            await self._judge(rnd)
+        except RateLimitedError as exc:
+            self._defer(rnd, exc.retry_after)
+            return
+        self._done(rnd)
+
+    async def _judge(self, rnd: Round) -> None:
         answers = await self._answers(rnd)
         started = time.monotonic()
         room = rnd.room
-        fence = Fence(self.fence_key, self.settings.consumer, self.term) if self.term else None
+        fence = self._fence()
         if len(answers) < 2:
             await self._post(
                 rnd,
@@ -255,6 +375,7 @@ class JudgeService:
             return
         context_entries = await self.timeline.read_until(room, rnd.cut, CONTEXT_ENTRIES)
         candidates = [Candidate(m, answers[m].text) for m in rnd.models if m in answers]
+        await self._take_calls(room, self.settings.judge_passes)  # or RateLimitedError: defer
         try:
             scored, failures = await score_round(
                 self.scorer,
@@ -264,6 +385,7 @@ class JudgeService:
                 passes=self.settings.judge_passes,
                 retries=self.settings.judge_retries,
                 on_parse_failure=metrics.PARSE_FAILURES.labels(room).inc,
+                before_retry=lambda: self._take_calls(room, 1),
             )
         except (JudgeFailedError, ScorerError) as exc:
             fails = exc.parse_failures if isinstance(exc, JudgeFailedError) else 0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Annotated, Literal
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from llmchat.models import ROOM_NAME_RE
+from llmchat.redact import redact_url
 from llmchat.settings import ComponentSettings
 
 
@@ -24,6 +26,31 @@ class JudgeSettings(ComponentSettings):
     judge_passes: int = Field(default=2, ge=1, le=4, description="2 = original + swapped order.")
     judge_retries: int = Field(default=3, ge=1, le=10, description="Attempts per pass.")
     round_deadline_s: float = Field(default=120.0, gt=0, le=3600)
+    judge_calls_per_minute: float = Field(
+        default=30.0,
+        ge=0,
+        le=100_000,
+        description="Most judge-model calls per room per minute (a Redis token bucket shared by "
+        "every judge replica; 0 = unlimited). A round takes judge_passes calls up front and "
+        "one more per retry. A round over the limit is deferred, not lost: it stays pending in "
+        "Redis and is judged, in order, once the bucket refills (each deferred round counts "
+        "once in llmchat_judge_rate_limited_total); a round deferred longer than "
+        "judge_defer_max_s is skipped with a system note in the room.",
+    )
+    judge_calls_burst: int = Field(
+        default=6,
+        ge=1,
+        le=10_000,
+        description="Judge-model calls a room may make at once before the per-minute rate "
+        "applies (at least judge_passes).",
+    )
+    judge_defer_max_s: float = Field(
+        default=900.0,
+        gt=0,
+        le=86_400,
+        description="Longest a round waits for the judge-call limit; then it is skipped with a "
+        "visible system note (outcome rate_limited).",
+    )
     lease_name: str = Field(default="judge", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     lease_namespace: str | None = Field(
         default=None, description="On Kubernetes: the namespace of the judge's Lease object."
@@ -34,6 +61,11 @@ class JudgeSettings(ComponentSettings):
     consumer: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=0, ge=0, le=65535, description="/healthz and /metrics; 0 = off.")
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        """repr/str without the Redis password (the API key is a SecretStr already)."""
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "redis_url" else value
 
     @field_validator("rooms", mode="before")
     @classmethod
@@ -54,6 +86,8 @@ class JudgeSettings(ComponentSettings):
     def _check(self) -> JudgeSettings:
         if not self.lease_renew_s < self.lease_duration_s:
             raise ValueError("lease_renew_s must be shorter than lease_duration_s")
+        if self.judge_calls_per_minute > 0 and self.judge_calls_burst < self.judge_passes:
+            raise ValueError("judge_calls_burst must be at least judge_passes (a round's calls)")
         if self.judge_provider == "gemini" and not (
             self.gemini_api_key and self.gemini_api_key.get_secret_value()
         ):

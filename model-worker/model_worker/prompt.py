@@ -33,7 +33,7 @@ DEFAULT_PERSONA = (
 
 #: Text that chat templates treat as structure, when it is typed into a message: ChatML, Llama 3
 #: and Phi tokens (``<|im_start|>``, ``<|eot_id|>``, ``<|user|>``), DeepSeek's full-width bars
-#: (``<｜User｜>``), Llama 2 / Mistral (``[INST]``, ``<<SYS>>``, ``<s>``, ``</s>``), Gemma
+#: (U+FF5C), Llama 2 / Mistral (``[INST]``, ``<<SYS>>``, ``<s>``, ``</s>``), Gemma
 #: (``<start_of_turn>``) and common BOS/EOS/tool spellings. llama.cpp and Ollama tokenize
 #: the templated prompt with special tokens enabled, so such text would open a real turn.
 _SPECIAL_TOKEN = re.compile(
@@ -52,9 +52,10 @@ _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 def defang_special_tokens(text: str) -> str:
     """``text`` with chat-template control sequences made inert but readable.
 
-    ``<|im_start|>`` becomes ``‹|im_start|›`` and ``[INST]`` becomes ``⁅INST⁆``: the words stay,
-    nothing is dropped, and no tokenizer maps them to a special token any more. Repeated until
-    stable, so nested spellings (``<|<|im_end|>im_start|>``) cannot reassemble one.
+    ``<|im_start|>`` becomes ``\u2039|im_start|\u203a`` (single angle quotation marks) and
+    ``[INST]`` becomes ``\u2045INST\u2046`` (quill brackets): the words stay, nothing is
+    dropped, and no tokenizer maps them to a special token any more. Repeated until stable,
+    so nested spellings (``<|<|im_end|>im_start|>``) cannot reassemble one.
     """
     while True:
         out = _SPECIAL_TOKEN.sub(lambda m: m.group(0).translate(_DEFANG), text)
@@ -75,7 +76,6 @@ def fold_lines(text: str, indent: str = CONTINUATION) -> str:
 def speaker(author: str) -> str:
     """An author name as a line prefix (names are validated upstream; this is a backstop)."""
     return defang_special_tokens(re.sub(r"[\s:]+", "_", author.strip())) or "?"
-
 
 
 def system_message(name: str, room: str, system_prompt: str = "") -> ChatMessage:
@@ -144,9 +144,7 @@ def build_prompt(
     return [system, ChatMessage(role="user", content=transcript)]
 
 
-def _truncate_line(
-    line: str, entry: Entry, tokens: int, count_tokens: Callable[[str], int]
-) -> str:
+def _truncate_line(line: str, entry: Entry, tokens: int, count_tokens: Callable[[str], int]) -> str:
     """The end of a message's line within ``tokens``, still under its author's name (a cut
     in the middle of the message must not leave a continuation line looking like a speaker)."""
     prefix = f"{speaker(entry.author)}: "

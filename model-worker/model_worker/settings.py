@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -11,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from llmchat.models import MODEL_NAME_RE, ROOM_NAME_RE
+from llmchat.redact import redact_url
 from llmchat.settings import ComponentSettings
 
 
@@ -70,6 +72,11 @@ class WorkerSettings(ComponentSettings):
     min_tenure_s: float = Field(default=10.0, ge=0, le=3600, description="Least time leading.")
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=0, ge=0, le=65535, description="/healthz and /metrics; 0 = off.")
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        """repr/str without the Redis password (the API key is a SecretStr already)."""
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "redis_url" else value
 
     @model_validator(mode="after")
     def _timings(self) -> WorkerSettings:

@@ -23,6 +23,7 @@ from llmchat.lease import LeaseTimings
 from llmchat.lease_select import make_lease
 from llmchat.logs import get_logger
 from llmchat.models import EntryKind, NewEntry, RoomCreate
+from llmchat.redact import redact_url
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import RoomStore
 from llmchat.router import FencedError, Router
@@ -125,6 +126,7 @@ class Worker:
             rooms=self.settings.rooms,
             consumer=self.settings.consumer,
             backend=self.backend.name,
+            redis=redact_url(self.settings.redis_url),
         )
         try:
             while not stop.is_set():

@@ -69,7 +69,8 @@ def test_an_oversized_newest_message_is_cut_not_dropped() -> None:
         budget_tokens=300,
         count_tokens=estimate_tokens,
     )
-    assert msgs[1].content.startswith("…") and msgs[1].content.endswith("y")
+    # the cut keeps the author's name: the start of the line is the message's, not the name
+    assert msgs[1].content.startswith("al: …") and msgs[1].content.endswith("y")
     assert estimate_tokens(msgs[1].content) <= 300
 
 
