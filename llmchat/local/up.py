@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from llmchat.local.credentials import LocalCredentials
 from llmchat.local.proxy import TcpBalancer
 from llmchat.local.supervisor import Child, ProcessSpec, Supervisor
 from llmchat.logs import get_logger
@@ -79,9 +80,19 @@ class UpConfig:
     def effective_redis_url(self) -> str:
         return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
 
+    @property
+    def credentials_file(self) -> Path:
+        """The token signing key and the admin credential (mode 0600, kept across runs)."""
+        return self.data_dir / "credentials.json"
 
-def plan(cfg: UpConfig, python: str = sys.executable) -> list[ProcessSpec]:
-    """The processes of a local run (pure: tested without starting anything)."""
+
+def plan(
+    cfg: UpConfig, python: str = sys.executable, creds: LocalCredentials | None = None
+) -> list[ProcessSpec]:
+    """The processes of a local run (pure: nothing is started or written). The chat-service
+    replicas get ``creds``'s keys; without them the caller must add ``LLMCHAT_TOKEN_SECRET``
+    (and ``LLMCHAT_ADMIN_TOKEN``) to their environment."""
+    keys = creds.env() if creds is not None else {}
     specs: list[ProcessSpec] = []
     redis_url = cfg.effective_redis_url
     common = {"LLMCHAT_REDIS_URL": redis_url, "LLMCHAT_LOG_FORMAT": "json"}
@@ -120,6 +131,7 @@ def plan(cfg: UpConfig, python: str = sys.executable) -> list[ProcessSpec]:
                 argv=[python, "-m", "llmchat", "chat-service"],
                 env={
                     **common,
+                    **keys,
                     "LLMCHAT_PORT": str(port),
                     "LLMCHAT_REPLICA_ID": f"chat-service-{i + 1}",
                 },
@@ -224,7 +236,8 @@ async def _health(children: list[Child]) -> dict[str, str]:
 
 def status_table(cfg: UpConfig, sup: Supervisor, health: dict[str, str]) -> Table:
     table = Table(
-        title=f"LLM-In-The-Chat — http://{cfg.host}:{cfg.port}  room '{cfg.room}'  (Ctrl-C stops)"
+        title=f"LLM-In-The-Chat — http://{cfg.host}:{cfg.port}  room '{cfg.room}'  (Ctrl-C stops)",
+        caption=f"Admin credential (keep it secret): {cfg.credentials_file} → admin_token",
     )
     for col in ("process", "role", "pid", "state", "health", "restarts", "address"):
         table.add_column(col)
@@ -252,7 +265,8 @@ async def run_up(cfg: UpConfig, *, show_status: bool = True) -> None:
                 "ollama", backend="ollama", backend_model=tags[0], host="http://127.0.0.1:11434"
             )
         )
-    specs = plan(cfg)
+    creds = LocalCredentials.load_or_create(cfg.credentials_file)
+    specs = plan(cfg, creds=creds)
     sup = Supervisor(specs, cfg.data_dir / "logs")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -285,6 +299,7 @@ async def run_up(cfg: UpConfig, *, show_status: bool = True) -> None:
                 url=f"http://{cfg.host}:{cfg.port}",
                 room=cfg.room,
                 processes=[s.name for s in specs],
+                admin_credential_file=str(cfg.credentials_file),
             )
             await stop.wait()
     finally:

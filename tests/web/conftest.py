@@ -48,21 +48,27 @@ def _require_browser() -> None:
         )
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    """A headless Debian chromium (one per test: cheap, and no state leaks between tests)."""
+def launch_browser(extra_args: tuple[str, ...] = ()) -> Iterator[Any]:
+    """Yield a headless Debian chromium; close it afterwards."""
     _require_browser()
     from playwright.sync_api import sync_playwright
 
     pw = sync_playwright().start()
     try:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
+        args = [*CHROMIUM_ARGS, *extra_args]
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=args, timeout=30_000)
         try:
             yield b
         finally:
             b.close()
     finally:
         pw.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A headless Debian chromium (one per test: cheap, and no state leaks between tests)."""
+    yield from launch_browser()
 
 
 @pytest.fixture
@@ -147,11 +153,15 @@ def stack_factory(
     worker_factory: Callable[..., ModelWorker],
     judge_factory: Callable[..., JudgeProc],
 ) -> Iterator[Callable[..., Stack]]:
-    """Two chat-service replicas behind a balancer, a room; optionally real models and judge."""
+    """Two chat-service replicas behind a balancer, a room; optionally real models and judge.
+
+    ``env`` goes to both replicas (e.g. rate limits; the test keys come from ``AUTH_ENV``)."""
     balancers: list[Balancer] = []
 
-    def start(models: tuple[str, ...] = ("smol", "sprout"), *, real_models: bool = False) -> Stack:
-        replicas = [chat_service_factory("cs-1"), chat_service_factory("cs-2")]
+    def start(
+        models: tuple[str, ...] = ("smol", "sprout"), *, real_models: bool = False, **env: str
+    ) -> Stack:
+        replicas = [chat_service_factory("cs-1", **env), chat_service_factory("cs-2", **env)]
         make_room(replicas[0].url, "lobby", "all", list(models), title="Test room")
         lb = Balancer([("127.0.0.1", r.port) for r in replicas])
         lb.start()
@@ -168,11 +178,16 @@ def stack_factory(
         lb.stop()
 
 
+def open_page(page: Any, base_url: str, path: str = "/") -> None:
+    """Open the page and wait until it is ready (a stored sign-in checked)."""
+    page.goto(base_url + path)
+    page.wait_for_selector("body[data-ready='true']", state="attached")
+
+
 def join(page: Any, base_url: str, name: str, room: str = "lobby") -> None:
-    """Open the page and join ``room`` as ``name`` with the keyboard-free happy path."""
-    page.goto(base_url + "/")
-    page.wait_for_selector(f"#join-room option[value='{room}']", state="attached")
-    page.select_option("#join-room", room)
+    """Open the page and join ``room`` as ``name``: the page signs the name up (or uses its
+    stored token) and, with one room or the one asked for in ``?room=``, joins it at once."""
+    open_page(page, base_url, f"/?room={room}")
     page.fill("#join-name", name)
     page.click("#join-button")
     page.wait_for_selector("body[data-connected='true']", state="attached")

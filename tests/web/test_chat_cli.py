@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.text import Text
 
 from llmchat.chat_cli import ChatView, render_entry
-from tests.support.api import all_entries, make_room
+from tests.support.api import all_entries, join, make_room, post
+from tests.support.auth import token
 from tests.support.procs import ROOT, ChatService, free_port
 
 
@@ -87,9 +88,8 @@ def terminals() -> Iterator[Callable[..., Terminal]]:
 
 
 def _say(url: str, author: str, text: str) -> None:
-    httpx.post(f"{url}/api/v1/rooms/lobby/members", json={"name": author})
-    r = httpx.post(f"{url}/api/v1/rooms/lobby/messages", json={"author": author, "text": text})
-    r.raise_for_status()
+    join(url, "lobby", author)
+    post(url, "lobby", author, text).raise_for_status()
 
 
 def test_terminal_client_shows_history_live_entries_and_posts_lines(
@@ -98,8 +98,10 @@ def test_terminal_client_shows_history_live_entries_and_posts_lines(
     make_room(service.url, "lobby", "all", ["smol", "sprout"])
     _say(service.url, "bob", "history before alice came [bold red]not markup[/]")
     dead = f"http://127.0.0.1:{free_port()}"
-    # the first address answers nothing: the client fails over to the second
+    # the first address answers nothing: the client fails over to the second; with no token
+    # it signs the free name up (and says how to come back as alice)
     term = terminals("lobby", "--url", dead, "--url", service.url, "--name", "alice")
+    term.wait_for("signed up as alice")
     term.wait_for("joined lobby as alice")
     term.wait_for("bob: history before alice came [bold red]not markup[/]")
 
@@ -126,8 +128,9 @@ def test_terminal_client_leaves_cleanly_on_ctrl_c(
     service: ChatService, terminals: Callable[..., Terminal]
 ) -> None:
     make_room(service.url, "lobby", "all", ["smol"])
-    term = terminals("lobby", "--url", service.url, "--name", "dave")
+    term = terminals("lobby", "--url", service.url, "--token", token("dave"))
     term.wait_for("joined lobby as dave")
+    assert "signed up" not in term.out
     term.proc.send_signal(signal.SIGINT)
     assert term.proc.wait(10) == 0
     term.wait_for("left the room")
@@ -142,6 +145,13 @@ def test_terminal_client_explains_a_refusal(
     assert term.proc.wait(15) == 2
     term.wait_for("cannot join 'lobby' as 'smol'")
     term.wait_for("a model in this room has that name")
+    # a registered name cannot be signed up again: the client says how to sign in instead
+    _say(service.url, "erin", "hi")
+    assert httpx.post(service.url + "/api/v1/auth/signup", json={"name": "erin"}).is_success
+    term = terminals("lobby", "--url", service.url, "--name", "erin")
+    assert term.proc.wait(15) == 2
+    term.wait_for("the name 'erin' is taken")
+    term.wait_for("--token")
 
 
 def test_verdicts_and_drafts_render() -> None:

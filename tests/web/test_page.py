@@ -7,8 +7,9 @@ from typing import Any
 
 import httpx
 
-from tests.support.api import all_entries
-from tests.web.conftest import Stack, entry_ids, join
+from tests.support.api import all_entries, post
+from tests.support.api import join as join_rest
+from tests.web.conftest import Stack, entry_ids, join, open_page
 
 XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
@@ -41,11 +42,8 @@ def test_html_and_script_in_messages_are_shown_as_text(
     page.fill("#composer-text", XSS)
     page.keyboard.press("Enter")
     # also from another person, over REST, and as a name-like mention
-    httpx.post(stack.url + "/api/v1/rooms/lobby/members", json={"name": "eve"}).raise_for_status()
-    httpx.post(
-        stack.url + "/api/v1/rooms/lobby/messages",
-        json={"author": "eve", "text": "@smol " + XSS},
-    ).raise_for_status()
+    join_rest(stack.url, "lobby", "eve")
+    post(stack.url, "lobby", "eve", "@smol " + XSS).raise_for_status()
     page.wait_for_function("document.querySelectorAll('#timeline > li.kind-human').length >= 2")
     page.wait_for_timeout(500)  # give any injected handler time to run
     texts = page.eval_on_selector_all(
@@ -61,7 +59,7 @@ def test_html_and_script_in_messages_are_shown_as_text(
 
 def test_mention_completion_by_keyboard(stack_factory: Callable[..., Stack], page: Any) -> None:
     stack = stack_factory(("smol", "sprout", "qwen"))
-    httpx.post(stack.url + "/api/v1/rooms/lobby/members", json={"name": "bob"}).raise_for_status()
+    join_rest(stack.url, "lobby", "bob")
     join(page, stack.url, "alice")
     box = page.locator("#composer-text")
     box.focus()
@@ -98,9 +96,8 @@ def test_join_by_keyboard_and_errors_are_readable(
     stack_factory: Callable[..., Stack], page: Any
 ) -> None:
     stack = stack_factory()
-    page.goto(stack.url + "/")
-    page.wait_for_selector("#join-room option[value='lobby']", state="attached")
-    # a name the room refuses: the service's reason is shown next to the form
+    open_page(page, stack.url)
+    # a name the service refuses: its reason is shown next to the form
     page.focus("#join-name")
     page.keyboard.type("judge")
     page.keyboard.press("Enter")
@@ -111,6 +108,7 @@ def test_join_by_keyboard_and_errors_are_readable(
     page.keyboard.press("Enter")
     page.wait_for_selector("body[data-connected='true']", state="attached")
     assert page.evaluate("localStorage.getItem('llmchat.name')") == "carol"
+    assert page.evaluate("localStorage.getItem('llmchat.token')")
     # a message over the limit: the error frame is shown inline and as a toast
     big = "x" * 9000
     page.fill("#composer-text", big)
@@ -123,8 +121,10 @@ def test_join_by_keyboard_and_errors_are_readable(
     page.fill("#composer-text", "small one")
     page.keyboard.press("Enter")
     page.wait_for_selector("#timeline > li.kind-human")
-    # the name is remembered on the next visit
+    # the name is remembered on the next visit, signed in: the room picker shows at once
     page.evaluate("sessionStorage.clear()")
     page.reload()
     page.wait_for_selector("#join-room option[value='lobby']", state="attached")
     assert page.input_value("#join-name") == "carol"
+    assert page.text_content("#signed-in") == "Signed in as carol."
+    assert page.is_visible("#room-field")

@@ -6,9 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
-from tests.support.api import all_entries
+from tests.support.api import all_entries, post
+from tests.support.api import join as join_rest
 from tests.web.conftest import Stack, entry_ids, join
 
 
@@ -17,7 +16,7 @@ def test_page_resumes_after_its_replica_is_killed(
 ) -> None:
     stack = stack_factory()
     by_name = {r.name: r for r in stack.replicas}
-    httpx.post(stack.url + "/api/v1/rooms/lobby/members", json={"name": "bob"}).raise_for_status()
+    join_rest(stack.url, "lobby", "bob")
     join(page, stack.url, "alice")
     for i in range(3):
         page.fill("#composer-text", f"before {i}")
@@ -30,10 +29,7 @@ def test_page_resumes_after_its_replica_is_killed(
 
     # Meanwhile another client keeps talking (straight to the surviving replica) ...
     for i in range(5):
-        httpx.post(
-            survivor.url + "/api/v1/rooms/lobby/messages",
-            json={"author": "bob", "text": f"meanwhile {i}", "id": f"bob-{i}"},
-        ).raise_for_status()
+        post(survivor.url, "lobby", "bob", f"meanwhile {i}", id=f"bob-{i}").raise_for_status()
     # ... and alice types while the page is reconnecting: sent once it is back.
     page.fill("#composer-text", "typed during the outage")
     page.keyboard.press("Enter")

@@ -3,9 +3,11 @@ everything on Ctrl-C. The real command, real models, on free ports with its own 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -95,10 +97,15 @@ class Up:
     first_port: int
     redis_port: int
     log: Path
+    data_dir: Path
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.data_dir / "credentials.json"
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -114,7 +121,7 @@ def up(tmp_path: Path) -> Iterator[Up]:
     argv += ["--data-dir", str(tmp_path / "data")]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-    handle = Up(proc, port, first, redis_port, log)
+    handle = Up(proc, port, first, redis_port, log, tmp_path / "data")
     seen: set[int] = set()
     try:
         yield handle
@@ -133,8 +140,12 @@ def up(tmp_path: Path) -> Iterator[Up]:
 
 
 def _ok(url: str) -> bool:
+    return _ok_with(url, {})
+
+
+def _ok_with(url: str, headers: dict[str, str]) -> bool:
     try:
-        return httpx.get(url, timeout=2).status_code == 200
+        return httpx.get(url, timeout=2, headers=headers).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -146,26 +157,45 @@ def test_llmchat_up_reaches_a_ready_room_restarts_children_and_stops_cleanly(up:
         if up.proc.poll() is not None:
             raise AssertionError(f"llmchat up exited ({up.proc.returncode}):\n{up.output()}")
 
+    # the keys the replicas share: made on first run, readable by this user only
+    until(up.credentials_file.is_file, 60, "llmchat up to write its credentials file")
+    assert stat.S_IMODE(up.credentials_file.stat().st_mode) == 0o600
+    creds = json.loads(up.credentials_file.read_text())
+    admin = {"Authorization": f"Bearer {creds['admin_token']}"}
+
     def room_answers() -> bool:
         check_alive()
-        return _ok(up.url + "/api/v1/rooms/lobby")
+        return _ok_with(up.url + "/api/v1/rooms/lobby", admin)
 
     until(room_answers, 120, "GET /api/v1/rooms/lobby through the balancer")
     t_room = time.monotonic() - started
     for _ in range(4):  # round robin: both replicas ready through the one address
         assert _ok(up.url + "/readyz")
+        assert _ok_with(up.url + "/api/v1/auth/me", admin)  # both replicas share the keys
     assert "<title>LLM-In-The-Chat</title>" in httpx.get(up.url + "/").text
+    assert httpx.get(up.url + "/api/v1/rooms/lobby").status_code == 401  # no token, no room
+    # where the admin credential is, and never the secrets themselves
+    until(lambda: "admin_credential_file" in up.log.read_text(), 30, "the ready line")
+    log_text = up.log.read_text(errors="replace")
+    assert str(up.credentials_file) in log_text
+    logs = "".join(p.read_text(errors="replace") for p in (up.data_dir / "logs").glob("*"))
+    for secret in (creds["admin_token"], creds["token_secret"]):
+        assert secret not in log_text and secret not in logs
 
+    # a person signs up (as the web page does), joins and talks
+    signed = httpx.post(up.url + "/api/v1/auth/signup", json={"name": "alice"})
+    assert signed.status_code == 201, signed.text
+    alice = {"Authorization": f"Bearer {signed.json()['token']}"}
     api = up.url + "/api/v1/rooms/lobby"
-    httpx.post(api + "/members", json={"name": "alice"}).raise_for_status()
-    posted = httpx.post(api + "/messages", json={"author": "alice", "text": "Say hello."})
+    httpx.post(api + "/members", headers=alice).raise_for_status()
+    posted = httpx.post(api + "/messages", json={"text": "Say hello."}, headers=alice)
     posted.raise_for_status()
     cut = posted.json()["entry"]["id"]
 
     def answered() -> list[str]:
         check_alive()
-        entries = httpx.get(api + "/messages", params={"after": cut}).json()["entries"]
-        return [e["author"] for e in entries if e["kind"] == "model"]
+        page = httpx.get(api + "/messages", params={"after": cut}, headers=alice).json()
+        return [e["author"] for e in page["entries"] if e["kind"] == "model"]
 
     first = until(answered, 180, "a model's answer to the posted message")
     t_answer = time.monotonic() - started

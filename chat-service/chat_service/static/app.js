@@ -847,12 +847,16 @@ async function loadRooms() {
 
 const NO_ROOMS = "There is no room you can join yet (rooms are made by the admin, e.g. by `llmchat up`).";
 
-// The room a Join means: the picked one if the picker was shown, else the one asked for (?room=,
-// or the last one), else the only one.
+// The room a Join means: the picked one if the picker was shown, else the one the address asks
+// for (?room=), else the last one, else the only one.
 function chosenRoom(names, pickerShown) {
   const picked = $("join-room").value;
   if (pickerShown && names.includes(picked)) return picked;
-  const wanted = preferredRoom();
+  const asked = new URLSearchParams(location.search).get("room");
+  if (asked && !names.includes(asked)) {
+    throw new Error(`There is no room “${asked}” you can join (it does not exist, or it is invitation-only). Choose another.`);
+  }
+  const wanted = asked || localStorage.getItem(store.room);
   if (wanted && names.includes(wanted)) return wanted;
   return names.length === 1 ? names[0] : null;
 }
