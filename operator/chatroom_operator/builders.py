@@ -123,10 +123,25 @@ def _secret_env(name: str, ref: SecretRef) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
 
 
+def redis_secret(settings: OperatorSettings) -> SecretRef | None:
+    """The Secret the children read their Redis URL from (None: a plain value)."""
+    if not settings.child_redis_secret:
+        return None
+    return SecretRef(name=settings.child_redis_secret, key=settings.child_redis_secret_key)
+
+
+def _redis_env(settings: OperatorSettings) -> dict[str, Any]:
+    ref = redis_secret(settings)
+    if ref is None:
+        return _env("LLMCHAT_REDIS_URL", settings.redis_url)
+    # a URL with a password: never a plain value in the Deployment
+    return _secret_env("LLMCHAT_REDIS_URL", ref)
+
+
 def _common_env(room: RoomRef, spec: ChatRoomSpec, settings: OperatorSettings) -> list[Any]:
     election = spec.election
     return [
-        _env("LLMCHAT_REDIS_URL", settings.redis_url),
+        _redis_env(settings),
         _env("LLMCHAT_ROOMS", room.name),
         _env("LLMCHAT_LEASE_DURATION_S", election.lease_duration_seconds),
         _env("LLMCHAT_LEASE_RENEW_S", election.renew_interval_seconds),

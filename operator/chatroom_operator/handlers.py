@@ -35,6 +35,7 @@ from chatroom_operator.builders import (
     ROOM_LABEL,
     children,
     judge_name,
+    redis_secret,
     worker_name,
 )
 from chatroom_operator.kube import NOT_FOUND, Kube
@@ -182,11 +183,12 @@ class Reconciler:
                 leases=leases,
             )
             return
-        names = secrets_needed(spec)
+        redis = redis_secret(self.settings)
+        names = secrets_needed(spec, redis)
         found = await asyncio.gather(
             *(self._call(self.kube.secret_keys, room.namespace, n) for n in names)
         )
-        problems = find_problems(room, spec, dict(zip(names, found, strict=True)))
+        problems = find_problems(room, spec, dict(zip(names, found, strict=True)), redis)
         state.problems = problems
         if not any(p.reason in BLOCKING for p in problems):
             await self._apply(

@@ -17,6 +17,8 @@ from llmchat.logs import LogFormat
 #: Where Kubernetes mounts the pod's namespace.
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+SECRET_NAME = r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)?$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 
 
 def _own_namespace() -> str:
@@ -37,6 +39,12 @@ class OperatorSettings(BaseSettings):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     #: The Redis the children use (the room timeline, queues and ratings).
     redis_url: str = Field(default="redis://redis:6379/0")
+    #: A Secret, in each room's namespace, with the children's Redis URL (one with a password):
+    #: they read it by secretKeyRef, so it is never written into a Deployment. '' - they get
+    #: ``redis_url`` as a plain value.
+    child_redis_secret: str = Field(default="", pattern=SECRET_NAME)
+    #: The key of that URL in the Secret.
+    child_redis_secret_key: str = Field(default="redis-url", pattern=SECRET_KEY)
     #: The Ollama server of models with backend ollama and no backendHost.
     ollama_host: str = Field(default="http://ollama:11434")
     #: The port of the children's /healthz, /readyz and /metrics (their probes use it).

@@ -83,6 +83,7 @@ class RateLimits(_Spec):
 class ChatRoomSpec(_Spec):
     title: str = ""
     mode: Literal["leader", "all"] = "leader"
+    visibility: Literal["public", "invite"] = "public"
     round_every: int = 5
     context_tokens: int = 1536
     max_tokens: int = 160

@@ -120,12 +120,32 @@ def format_time(value: dt.datetime) -> str:
 # -- problems ----------------------------------------------------------------------------------
 
 
-def secrets_needed(spec: ChatRoomSpec) -> set[str]:
-    """The Secrets the room's pods read (their existence is checked before applying)."""
+def secrets_needed(spec: ChatRoomSpec, redis: SecretRef | None = None) -> set[str]:
+    """The Secrets the room's pods read (their existence is checked before applying):
+    Gemini keys and, when the operator is given one, the Secret with the Redis URL."""
     refs: list[SecretRef | None] = [m.secret_ref for m in spec.models if m.backend == "gemini"]
     if spec.judge.provider == "gemini":
         refs.append(spec.judge.secret_ref)
+    refs.append(redis)
     return {r.name for r in refs if r is not None}
+
+
+def _redis_problem(
+    ref: SecretRef, secrets: Mapping[str, set[str] | None], namespace: str
+) -> Problem | None:
+    keys = secrets.get(ref.name)
+    if keys is not None and ref.key in keys:
+        return None
+    where = (
+        f"Secret {ref.name!r} in namespace {namespace!r}, which does not exist"
+        if keys is None
+        else f"Secret {ref.name!r}, which has no key {ref.key!r}"
+    )
+    return Problem(
+        "RedisSecretMissing",
+        f"the room's pods read the Redis URL (key {ref.key!r}) from {where}; copy the "
+        f"Secret {ref.name!r} there from the operator's namespace",
+    )
 
 
 def _secret_problem(
@@ -151,11 +171,15 @@ def _secret_problem(
 
 
 def find_problems(
-    room: RoomRef, spec: ChatRoomSpec, secrets: Mapping[str, set[str] | None]
+    room: RoomRef,
+    spec: ChatRoomSpec,
+    secrets: Mapping[str, set[str] | None],
+    redis: SecretRef | None = None,
 ) -> list[Problem]:
     """What keeps the room from working, beyond what the CRD's schema rejects.
 
-    ``secrets`` maps each Secret of ``secrets_needed(spec)`` to its keys (None: missing).
+    ``secrets`` maps each Secret of ``secrets_needed(spec, redis)`` to its keys (None:
+    missing); ``redis`` is the Secret with the children's Redis URL, if any.
     The schema checks are repeated for objects that skipped admission (older CRD versions).
     """
     problems: list[Problem] = []
@@ -195,6 +219,11 @@ def find_problems(
         found = _secret_problem("the gemini judge", spec.judge.secret_ref, secrets, room.namespace)
         if found:
             problems.append(Problem(f"Judge{found[0]}", found[1], blocks_judge=True))
+    if redis is not None:
+        # not blocking: the pods wait for the Secret (the kubelet retries) and start with it
+        missing = _redis_problem(redis, secrets, room.namespace)
+        if missing:
+            problems.append(missing)
     return problems
 
 

@@ -439,6 +439,8 @@ def test_operator_reconciles_a_room_with_only_its_chart_rbac(
         KUBECONFIG=str(kubeconfig),
         LLMCHAT_LEASE_NAME=f"{prefix}-operator",
         LLMCHAT_CHILD_SERVICE_ACCOUNT=f"{prefix}-room",
+        # as the chart's Deployment sets it: the room pods read Redis' URL from its Secret
+        LLMCHAT_CHILD_REDIS_SECRET=f"{prefix}-redis",
     )
     poll(lambda: op.role() == "active", "the operator (as its ServiceAccount) to lead", 30)
     kubectl("apply", "-n", ns, "-f", str(ROOT / "k8s" / "samples" / "lobby.yaml"))
@@ -458,6 +460,13 @@ def test_operator_reconciles_a_room_with_only_its_chart_rbac(
     assert room
     pod = kubectl.json("get", "deployment", "lobby-judge", "-n", ns)["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == f"{prefix}-room"
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["LLMCHAT_REDIS_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": f"{prefix}-redis", "key": "redis-url"}
+    }
+    # the operator found that Secret (with its own, get-only, rights): no RedisSecretMissing
+    status = kubectl.json("get", "chatroom", "lobby", "-n", ns)["status"]
+    assert "RedisSecretMissing" not in json.dumps(status), status
     forbidden = [e for e in op.log_events() if "forbidden" in json.dumps(e).lower()]
     assert not forbidden, forbidden[:3]
     kubectl("delete", "chatroom", "lobby", "-n", ns, "--wait=false")

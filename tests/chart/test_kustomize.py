@@ -78,6 +78,18 @@ def test_kustomize_base_applies_and_runs(
 ) -> None:
     ns = k8s_namespace
     d = overlay(tmp_path, ns, storage_class)
+    # no key is shipped: the user creates the Secrets (k8s/base/kustomization.yaml)
+    kubectl(
+        "create", "secret", "generic", "llmchat-auth", "-n", ns,
+        f"--from-literal=token-secret={uuid.uuid4().hex}{uuid.uuid4().hex}",
+        f"--from-literal=admin-token={uuid.uuid4().hex}",
+    )  # fmt: skip
+    password = uuid.uuid4().hex
+    kubectl(
+        "create", "secret", "generic", "llmchat-redis", "-n", ns,
+        f"--from-literal=redis-password={password}",
+        f"--from-literal=redis-url=redis://:{password}@llmchat-redis.{ns}.svc:6379/0",
+    )  # fmt: skip
     dry = kubectl("apply", "-k", str(d), "--dry-run=server").stdout.strip().splitlines()
     assert dry and all("(server dry run)" in ln for ln in dry), dry
     applied = kubectl("apply", "-k", str(d)).stdout
@@ -94,6 +106,14 @@ def test_kustomize_base_applies_and_runs(
 
     expected = {"operator": 2, "chat-service": 2, "redis": 1}
     poll(lambda: running() == expected, f"pods Running: {expected}", timeout=90)
+    deployment = kubectl.json(
+        "get", "deployments", "-n", ns, "-l", "app.kubernetes.io/component=chat-service"
+    )
+    env = {
+        e["name"]: e
+        for e in deployment["items"][0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["LLMCHAT_TOKEN_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "llmchat-auth"
     pvc = kubectl.json("get", "pvc", "-n", ns)["items"]
     assert [p["status"]["phase"] for p in pvc] == ["Bound"]
     kubectl("delete", "-k", str(d), "--wait=true", "--timeout=60s", timeout=90)

@@ -12,6 +12,7 @@ from chatroom_operator.builders import (
     children,
     judge_deployment,
     model_deployment,
+    redis_secret,
     room_config,
     room_leases,
 )
@@ -229,6 +230,32 @@ def test_missing_judge_secret_is_a_problem() -> None:
     wrong_key = find_problems(ROOM, spec, {"gemini": {"other"}})
     assert [p.reason for p in wrong_key] == ["JudgeSecretKeyMissing"]
     assert find_problems(ROOM, spec, {"gemini": {"api-key"}}) == []
+
+
+def test_children_read_a_redis_url_with_a_password_from_its_secret() -> None:
+    """Given the Secret of the Redis URL, the children read it by secretKeyRef: the password
+    is never written into a Deployment, and a room without that Secret is Degraded (not
+    blocked: its pods start once the Secret is copied there)."""
+    settings = SETTINGS.model_copy(update={"child_redis_secret": "rel-redis"})
+    for dep in children(ROOM, _spec(), settings).deployments:
+        assert _env(dep)["LLMCHAT_REDIS_URL"] == {
+            "secretKeyRef": {"name": "rel-redis", "key": "redis-url"}
+        }
+    assert _env(children(ROOM, _spec(), SETTINGS).deployments[0])["LLMCHAT_REDIS_URL"] == (
+        "redis://redis:6379/0"
+    )
+    ref = redis_secret(settings)
+    assert ref is not None and redis_secret(SETTINGS) is None
+    spec = _spec()
+    assert secrets_needed(spec, ref) == {"rel-redis"}
+    assert find_problems(ROOM, spec, {"rel-redis": {"redis-url"}}, ref) == []
+    missing = find_problems(ROOM, spec, {"rel-redis": None}, ref)
+    assert [(p.reason, p.blocks_judge) for p in missing] == [("RedisSecretMissing", False)]
+    assert "'rel-redis' in namespace 'chat', which does not exist" in missing[0].message
+    wrong_key = find_problems(ROOM, spec, {"rel-redis": {"url"}}, ref)
+    assert "has no key 'redis-url'" in wrong_key[0].message
+    with pytest.raises(ValueError, match="child_redis_secret"):
+        OperatorSettings(child_redis_secret="Not A Name")
 
 
 def test_schema_rules_are_checked_again() -> None:

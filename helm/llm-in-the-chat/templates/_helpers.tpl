@@ -135,18 +135,60 @@ valid on a reinstall.
 {{- printf "http://%s:%v" (include "llmchat.componentName" (dict "root" . "component" "ollama")) .Values.ollama.port }}
 {{- end }}
 
-{{/* The env var LLMCHAT_REDIS_URL: the in-cluster Redis, the external URL or its Secret. */}}
+{{/* The Secret with Redis' password and the URL that carries it (redis.auth.enabled). */}}
+{{- define "llmchat.redis.secretName" -}}
+{{- include "llmchat.componentName" (dict "root" . "component" "redis") }}
+{{- end }}
+
+{{/* The plain Redis URL (no password in it), when there is one. */}}
+{{- define "llmchat.redis.url" -}}
+{{- if .Values.redis.enabled }}
+{{- printf "redis://%s.%s.svc:%v/0" (include "llmchat.redis.host" .) .Release.Namespace .Values.redis.port }}
+{{- else }}
+{{- .Values.externalRedis.url }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret (name and key) that holds the Redis URL, when it comes from one: the generated
+password of the in-cluster Redis, or externalRedis.existingSecret. Empty: a plain URL.
+*/}}
+{{- define "llmchat.redis.urlSecret" -}}
+{{- if and .Values.redis.enabled .Values.redis.auth.enabled }}
+{{- toJson (dict "name" (include "llmchat.redis.secretName" .) "key" "redis-url") }}
+{{- else if and (not .Values.redis.enabled) .Values.externalRedis.existingSecret }}
+{{- toJson (dict "name" .Values.externalRedis.existingSecret "key" .Values.externalRedis.existingSecretKey) }}
+{{- end }}
+{{- end }}
+
+{{/* The env var LLMCHAT_REDIS_URL: from its Secret (a password in it), else the plain URL. */}}
 {{- define "llmchat.redisUrlEnv" -}}
 - name: LLMCHAT_REDIS_URL
-{{- if .Values.redis.enabled }}
-  value: {{ printf "redis://%s.%s.svc:%v/0" (include "llmchat.redis.host" .) .Release.Namespace .Values.redis.port | quote }}
-{{- else if .Values.externalRedis.existingSecret }}
+{{- with include "llmchat.redis.urlSecret" . }}
+{{- $ref := fromJson . }}
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.externalRedis.existingSecret }}
-      key: {{ .Values.externalRedis.existingSecretKey }}
+      name: {{ $ref.name }}
+      key: {{ $ref.key }}
 {{- else }}
-  value: {{ .Values.externalRedis.url | quote }}
+  value: {{ include "llmchat.redis.url" . | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+What the operator passes on to the room pods: the Secret of the Redis URL (they read it by
+secretKeyRef in their own namespace; the operator itself never sees the password), else the URL.
+*/}}
+{{- define "llmchat.operator.redisEnv" -}}
+{{- with include "llmchat.redis.urlSecret" . }}
+{{- $ref := fromJson . }}
+- name: LLMCHAT_CHILD_REDIS_SECRET
+  value: {{ $ref.name | quote }}
+- name: LLMCHAT_CHILD_REDIS_SECRET_KEY
+  value: {{ $ref.key | quote }}
+{{- else }}
+- name: LLMCHAT_REDIS_URL
+  value: {{ include "llmchat.redis.url" . | quote }}
 {{- end }}
 {{- end }}
 
