@@ -360,6 +360,12 @@ def room_config(room: RoomRef, spec: ChatRoomSpec) -> dict[str, Any]:
         "mode": spec.mode,
         "round_every": spec.round_every,
         "models": [{"name": m.name, "system_prompt": m.system_prompt} for m in spec.models],
+        "visibility": spec.visibility,
+        "limits": {
+            "messages_per_minute": spec.rate_limits.messages_per_minute,
+            "burst": spec.rate_limits.burst,
+            "max_message_bytes": spec.rate_limits.max_message_bytes,
+        },
     }
     limits = spec.rate_limits
     return {

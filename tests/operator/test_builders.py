@@ -197,6 +197,18 @@ def test_config_map_holds_a_valid_room() -> None:
         ("smol", ""),
     ]
     assert json.loads(cm["data"]["spec.json"])["models"][0]["name"] == "qwen"
+    assert room.visibility == "public"  # the default
+
+
+def test_config_map_carries_visibility_and_the_rooms_limits() -> None:
+    spec = _spec(
+        visibility="invite",
+        rateLimits={"messagesPerMinute": 12, "burst": 3, "maxMessageBytes": 2048},
+    )
+    room = RoomCreate.model_validate_json(room_config(ROOM, spec)["data"]["room.json"])
+    assert room.visibility == "invite"
+    assert (room.limits.messages_per_minute, room.limits.burst) == (12, 3)
+    assert room.limits.max_message_bytes == 2048
 
 
 def test_leases_take_the_room_timings() -> None:
