@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 import uuid
 
-_STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
-_MSG_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# ``\Z``, not ``$``: ``$`` also matches before a final newline ("0-0\n" is not an id)
+_STREAM_ID = re.compile(r"\A(\d{1,20})-(\d{1,20})\Z")
+_MSG_ID = re.compile(r"\A[A-Za-z0-9_.:-]{1,64}\Z")
+_U64 = 2**64
 
 #: The cursor before the first entry of any room.
 START = "0-0"
+#: The largest stream id: nothing can come after it.
+MAX_ID = (_U64 - 1, _U64 - 1)
 
 
 def parse_stream_id(value: str) -> tuple[int, int]:
@@ -19,7 +23,10 @@ def parse_stream_id(value: str) -> tuple[int, int]:
     m = _STREAM_ID.match(value)
     if not m:
         raise ValueError(f"invalid cursor {value!r}: expected a stream id like '1700000000000-0'")
-    return int(m.group(1)), int(m.group(2))
+    ms, seq = int(m.group(1)), int(m.group(2))
+    if ms >= _U64 or seq >= _U64:
+        raise ValueError(f"invalid cursor {value!r}: each part must be below 2^64")
+    return ms, seq
 
 
 def is_after(a: str, b: str) -> bool:

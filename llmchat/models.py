@@ -12,8 +12,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from llmchat.ids import new_msg_id, validate_msg_id
 
-ROOM_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-MODEL_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+# ``\Z``, not ``$``: ``$`` also matches before a final newline
+ROOM_NAME_RE = re.compile(r"\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+MODEL_NAME_RE = re.compile(r"\A[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?\Z")
 MAX_DISPLAY_NAME = 40
 #: Names people may not take: they would impersonate the system or the judge.
 RESERVED_NAMES = frozenset({"system", "judge", "all", "everyone", "here", "leader"})
@@ -43,7 +44,20 @@ def _display_name(value: str) -> str:
     return value
 
 
+def _encodable(value: str) -> str:
+    # JSON may spell a lone surrogate ("\ud800"): json.loads accepts it, UTF-8 cannot store it
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"text has a lone surrogate at character {exc.start}; send valid Unicode"
+        ) from exc
+    return value
+
+
 RoomName = Annotated[str, AfterValidator(_room_name)]
+#: Text that can be stored: valid Unicode (no lone surrogates).
+UnicodeText = Annotated[str, AfterValidator(_encodable)]
 DisplayName = Annotated[str, AfterValidator(_display_name)]
 MessageId = Annotated[str, AfterValidator(validate_msg_id)]
 
@@ -68,7 +82,7 @@ class RoomModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="The model's name in the room, used for @mentions.")
-    system_prompt: str = Field(default="", max_length=4000)
+    system_prompt: UnicodeText = Field(default="", max_length=4000)
 
     @field_validator("name")
     @classmethod
@@ -107,7 +121,7 @@ class RoomCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: RoomName = Field(description="Unique room name (a DNS label, as in a ChatRoom's name).")
-    title: str = Field(default="", max_length=200, description="Human-readable title.")
+    title: UnicodeText = Field(default="", max_length=200, description="Human-readable title.")
     mode: RoomMode = Field(default=RoomMode.LEADER)
     models: list[RoomModel] = Field(default_factory=list, max_length=16)
     round_every: int = Field(

@@ -15,7 +15,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from llmchat import keys
-from llmchat.ids import START, parse_stream_id
+from llmchat.ids import MAX_ID, START, parse_stream_id
 from llmchat.models import Entry, NewEntry
 
 # KEYS: meta, timeline, msgids. ARGV: msg_id, payload.
@@ -102,7 +102,8 @@ class Timeline:
 
     async def read_after(self, room: str, cursor: str = START, limit: int = 100) -> list[Entry]:
         """Up to ``limit`` entries strictly after ``cursor``, oldest first."""
-        parse_stream_id(cursor)
+        if parse_stream_id(cursor) == MAX_ID:
+            return []
         rows = _rows(await self._redis.xrange(keys.timeline(room), min=f"({cursor}", count=limit))
         return [decode_entry(room, sid, fields) for sid, fields in rows]
 

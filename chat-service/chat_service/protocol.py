@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from llmchat.models import MessageId
+from llmchat.models import MessageId, UnicodeText
 
 
 class PostFrame(BaseModel):
@@ -30,19 +30,7 @@ class PostFrame(BaseModel):
 
     type: Literal["post"]
     id: MessageId | None = Field(default=None, description="Client-made id for idempotent retry.")
-    text: str
-
-    @field_validator("text")
-    @classmethod
-    def _encodable(cls, value: str) -> str:
-        # JSON may spell a lone surrogate ("\\ud800"): json.loads accepts it, UTF-8 cannot store it
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(
-                f"text has a lone surrogate at character {exc.start}; send valid Unicode"
-            ) from exc
-        return value
+    text: UnicodeText
 
 
 class PingFrame(BaseModel):
@@ -69,7 +57,9 @@ class FrameError(ValueError):
 def parse_client_frame(raw: str) -> PostFrame | PingFrame:
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError, not only JSONDecodeError: an integer literal over Python's 4300-digit limit
+        # raises a plain ValueError, and RecursionError comes from very deep nesting
         raise FrameError("invalid_json", f"frame is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise FrameError("invalid_frame", "frame must be a JSON object with a 'type' field")

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chat_service import metrics
 from llmchat.ids import parse_stream_id
-from llmchat.models import Entry, EntryKind, MessageId, NewEntry
+from llmchat.models import Entry, EntryKind, MessageId, NewEntry, UnicodeText
 from llmchat.ratelimit import RateLimitedError
 
 from .deps import (
@@ -40,7 +40,7 @@ class PostMessage(BaseModel):
         max_length=40,
         description="Optional: must be the token's own name (you cannot post as someone else).",
     )
-    text: str = Field(description="Message text (UTF-8; size limited, default 8 KiB).")
+    text: UnicodeText = Field(description="Message text (UTF-8; size limited, default 8 KiB).")
 
 
 class PostResult(BaseModel):

@@ -34,6 +34,7 @@ from llmchat.models import Entry, EntryKind, Member, MemberJoin, NewEntry, Room
 from llmchat.ratelimit import RateLimitedError
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import NameTakenError
+from llmchat.timeline import RoomNotFoundError
 
 from .deps import (
     SIGN_IN_HINT,
@@ -276,70 +277,84 @@ class _Session:
     async def _receive_loop(self) -> None:
         while True:
             msg = await self.ws.receive()
-            if msg["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(int(msg.get("code") or 1000))
-            raw = msg.get("text")
-            if raw is None:
-                try:
-                    raw = bytes(msg.get("bytes") or b"").decode("utf-8")
-                except UnicodeDecodeError:
-                    self.sub.push(
-                        ("frame", error_frame("invalid_frame", "frames must be UTF-8 JSON text"))
-                    )
-                    continue
             try:
-                frame = parse_client_frame(raw)
-            except FrameError as exc:
-                metrics.MESSAGES.labels("ws", "rejected").inc()
-                self.sub.push(("frame", error_frame(exc.code, exc.message, exc.ref)))
-                continue
-            if isinstance(frame, PingFrame):
-                self.sub.push(("frame", {"type": "pong"}))
-                continue
-            problem = text_size_error(frame.text, self.max_bytes)
-            if problem:
-                metrics.MESSAGES.labels("ws", "rejected").inc()
-                code = "message_too_large" if "limit" in problem else "empty_message"
-                self.sub.push(("frame", error_frame(code, problem, frame.id)))
-                continue
-            new = NewEntry(kind=EntryKind.HUMAN, author=self.member.name, text=frame.text)
-            if frame.id:
-                new.msg_id = frame.id
-            try:
-                await check_post_limits(self.state, self.room_config, self.member.name)
-            except RateLimitedError as exc:
-                metrics.MESSAGES.labels("ws", "rate_limited").inc()
-                metrics.RATE_LIMITED.labels(exc.scope).inc()
-                refusal = error_frame("rate_limited", str(exc), new.msg_id)
-                refusal["retry_after"] = round(exc.retry_after, 3)
-                self.sub.push(("frame", refusal))
-                continue
-            except UNAVAILABLE_ERRORS:
-                pass  # the post below reports storage as unavailable
-            try:
-                result = (await self.state.router.post(self.room, new)).append
-            except UNAVAILABLE_ERRORS:
-                metrics.MESSAGES.labels("ws", "unavailable").inc()
+                await self._handle_message(msg)
+            except WebSocketDisconnect:
+                raise
+            except Exception as exc:  # a bug must not cost the client its connection
+                log.exception("ws_frame_error", room=self.room, error=repr(exc))
                 self.sub.push(
-                    (
-                        "frame",
-                        error_frame(
-                            "storage_unavailable",
-                            "storage is unreachable; the message was not stored; retry it",
-                            new.msg_id,
-                        ),
-                    )
+                    ("frame", error_frame("internal_error", "the frame could not be handled"))
                 )
-                continue
-            metrics.MESSAGES.labels("ws", "duplicate" if result.duplicate else "stored").inc()
+
+    async def _handle_message(self, msg: Any) -> None:
+        if msg["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(int(msg.get("code") or 1000))
+        raw = msg.get("text")
+        if raw is None:
+            try:
+                raw = bytes(msg.get("bytes") or b"").decode("utf-8")
+            except UnicodeDecodeError:
+                self.sub.push(
+                    ("frame", error_frame("invalid_frame", "frames must be UTF-8 JSON text"))
+                )
+                return
+        try:
+            frame = parse_client_frame(raw)
+        except FrameError as exc:
+            metrics.MESSAGES.labels("ws", "rejected").inc()
+            self.sub.push(("frame", error_frame(exc.code, exc.message, exc.ref)))
+            return
+        if isinstance(frame, PingFrame):
+            self.sub.push(("frame", {"type": "pong"}))
+            return
+        problem = text_size_error(frame.text, self.max_bytes)
+        if problem:
+            metrics.MESSAGES.labels("ws", "rejected").inc()
+            code = "message_too_large" if "limit" in problem else "empty_message"
+            self.sub.push(("frame", error_frame(code, problem, frame.id)))
+            return
+        new = NewEntry(kind=EntryKind.HUMAN, author=self.member.name, text=frame.text)
+        if frame.id:
+            new.msg_id = frame.id
+        try:
+            await check_post_limits(self.state, self.room_config, self.member.name)
+        except RateLimitedError as exc:
+            metrics.MESSAGES.labels("ws", "rate_limited").inc()
+            metrics.RATE_LIMITED.labels(exc.scope).inc()
+            refusal = error_frame("rate_limited", str(exc), new.msg_id)
+            refusal["retry_after"] = round(exc.retry_after, 3)
+            self.sub.push(("frame", refusal))
+            return
+        except UNAVAILABLE_ERRORS:
+            pass  # the post below reports storage as unavailable
+        try:
+            result = (await self.state.router.post(self.room, new)).append
+        except RoomNotFoundError:
+            self.sub.push(("frame", error_frame("room_not_found", "the room is gone", new.msg_id)))
+            return
+        except UNAVAILABLE_ERRORS:
+            metrics.MESSAGES.labels("ws", "unavailable").inc()
             self.sub.push(
                 (
                     "frame",
-                    {
-                        "type": "ack",
-                        "ref": new.msg_id,
-                        "cursor": result.entry.id,
-                        "duplicate": result.duplicate,
-                    },
+                    error_frame(
+                        "storage_unavailable",
+                        "storage is unreachable; the message was not stored; retry it",
+                        new.msg_id,
+                    ),
                 )
             )
+            return
+        metrics.MESSAGES.labels("ws", "duplicate" if result.duplicate else "stored").inc()
+        self.sub.push(
+            (
+                "frame",
+                {
+                    "type": "ack",
+                    "ref": new.msg_id,
+                    "cursor": result.entry.id,
+                    "duplicate": result.duplicate,
+                },
+            )
+        )
