@@ -6,6 +6,11 @@ line read from standard input. It rides on :class:`llmchat.client.RoomClient`, s
 connection resumes from the last cursor (on the next ``--url`` when several are given) and a
 line typed meanwhile is re-sent with the same id until the service acknowledges it.
 Ctrl-D (end of input), ``/quit`` or Ctrl-C leave.
+
+Every call needs a token: ``--token`` (or ``LLMCHAT_TOKEN``) signs in as the token's user;
+without one the client signs up for ``--name`` (``POST /api/v1/auth/signup``), which works
+only while the name is free. It joins the room over REST, then connects with the token, and
+refreshes the token before it expires, so a long session keeps reconnecting.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -126,21 +132,152 @@ def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | Non
     loop.call_soon_threadsafe(queue.put_nowait, None)
 
 
-async def _leader(urls: list[str], room: str) -> str | None:
-    for url in urls:
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            async with httpx.AsyncClient(timeout=2) as http:
-                r = await http.get(f"{url.rstrip('/')}/api/v1/rooms/{room}/leader")
-                if r.status_code == 200:
-                    leader = r.json().get("leader")
-                    return str(leader) if leader else None
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class NoServiceError(RuntimeError):
+    """No chat-service address answered."""
+
+
+async def _call(
+    urls: list[str],
+    method: str,
+    path: str,
+    token: str | None = None,
+    *,
+    body: dict[str, Any] | None = None,
+    timeout: float = 10,
+) -> httpx.Response:
+    """``method path`` on the first address that answers (the next one on a connection error)."""
+    problems: list[str] = []
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        for url in urls:
+            try:
+                return await http.request(
+                    method,
+                    f"{url.rstrip('/')}/api/v1{path}",
+                    json=body,
+                    headers=_auth(token) if token else None,
+                )
+            except httpx.TransportError as exc:
+                problems.append(f"{url}: {exc!r}")
+    raise NoServiceError("; ".join(problems))
+
+
+def _error(r: httpx.Response) -> tuple[str, str]:
+    """(code, message) of an error answer."""
+    try:
+        err = r.json()["error"]
+        return str(err["code"]), str(err["message"])
+    except (ValueError, KeyError, TypeError):
+        return "http_error", f"HTTP {r.status_code}: {r.text[:200]}"
+
+
+class SignInError(RuntimeError):
+    """Signing in or joining the room was refused; the message says what to do."""
+
+
+@dataclass
+class Session:
+    name: str
+    token: str
+    expires_at: float | None
+    signed_up: bool = False
+
+
+async def sign_in(urls: list[str], name: str | None, token: str | None) -> Session:
+    """Who we are: the user of ``token``, or a new sign-up for ``name``."""
+    if token:
+        r = await _call(urls, "GET", "/auth/me", token)
+        if r.status_code != 200:
+            code, message = _error(r)
+            raise SignInError(f"the token was refused ({code}): {message}; pass a valid --token")
+        me = r.json()
+        if me.get("user") is None:
+            raise SignInError("that is the admin credential: pass a user's token as --token")
+        if name is not None and name.casefold() != str(me["user"]).casefold():
+            raise SignInError(
+                f"the token names {me['user']!r}, not {name!r}: drop --name or pass {name}'s token"
+            )
+        return Session(str(me["user"]), token, me.get("expires_at"))
+    assert name is not None
+    r = await _call(urls, "POST", "/auth/signup", None, body={"name": name})
+    if r.status_code == 201:
+        out = r.json()
+        return Session(str(out["user"]), str(out["token"]), out.get("expires_at"), True)
+    code, message = _error(r)
+    if code == "name_taken":
+        raise SignInError(
+            f"the name {name!r} is taken. If it is yours, sign in with its token: "
+            "--token TOKEN (or LLMCHAT_TOKEN); otherwise choose another --name"
+        )
+    if code == "signup_closed":
+        raise SignInError(f"{message}; then pass it as --token (or LLMCHAT_TOKEN)")
+    raise SignInError(f"cannot sign up as {name!r} ({code}): {message}")
+
+
+async def join(urls: list[str], room: str, session: Session) -> None:
+    r = await _call(urls, "POST", f"/rooms/{room}/members", session.token)
+    if r.status_code not in (200, 201):
+        raise SignInError(_error(r)[1])
+
+
+async def _keep_fresh(urls: list[str], session: Session, client: RoomClient) -> None:
+    """Exchange the token for a fresh one before it expires (reconnects need a valid one)."""
+    while session.expires_at is not None:
+        left = session.expires_at - time.time()
+        await asyncio.sleep(max(5.0, min(left - 120, left / 2)))
+        with contextlib.suppress(httpx.HTTPError, NoServiceError, ValueError, KeyError):
+            r = await _call(urls, "POST", "/auth/refresh", session.token)
+            if r.status_code == 200:
+                out = r.json()
+                session.token = client.token = str(out["token"])
+                session.expires_at = out.get("expires_at")
+
+
+async def _leader(urls: list[str], room: str, token: str) -> str | None:
+    with contextlib.suppress(httpx.HTTPError, NoServiceError, ValueError):
+        r = await _call(urls, "GET", f"/rooms/{room}/leader", token, timeout=2)
+        if r.status_code == 200:
+            leader = r.json().get("leader")
+            return str(leader) if leader else None
     return None
 
 
-async def chat(urls: list[str], room: str, name: str, console: Console) -> int:
-    """Run the client until input ends; returns the exit code."""
+async def chat(
+    urls: list[str], room: str, name: str | None, console: Console, token: str | None = None
+) -> int:
+    """Run the client until input ends; returns the exit code.
+
+    ``token`` signs in as its user; without it the client signs up for ``name``.
+    """
+    who = name
+    try:
+        session = await sign_in(urls, name, token)
+        who = session.name
+        await join(urls, room, session)
+    except SignInError as exc:
+        as_who = f" as {who!r}" if who else ""
+        console.print(Text(f"cannot join {room!r}{as_who}: {exc}", style="bold red"))
+        return 2
+    except NoServiceError:
+        console.print(Text(f"no chat-service answered at {', '.join(urls)}", style="bold red"))
+        return 1
+    name = session.name
+    if session.signed_up:
+        console.print(
+            Text(
+                f"— signed up as {name}. The name is yours while you keep its token; to come "
+                f"back as {name}, pass --token (or set LLMCHAT_TOKEN) to: {session.token}",
+                style="dim",
+            ),
+            soft_wrap=True,  # the token on one line, to copy
+        )
     view = ChatView(console, name)
-    client = RoomClient(urls, room, name, on_entry=view.on_entry, on_live=view.on_live)
+    client = RoomClient(
+        urls, room, name, token=session.token, on_entry=view.on_entry, on_live=view.on_live
+    )
     try:
         await client.start(timeout=15)
     except ClientError as exc:
@@ -152,7 +289,8 @@ async def chat(urls: list[str], room: str, name: str, console: Console) -> int:
         console.print(Text(f"no chat-service answered at {', '.join(urls)}", style="bold red"))
         await client.close()
         return 1
-    leader = await _leader(urls, room)
+    leader = await _leader(urls, room, session.token)
+    refresher = asyncio.create_task(_keep_fresh(urls, session, client))
     view.note(
         f"— joined {room} as {name} via {client.replica}"
         + (f"; {leader} leads" if leader else "")
@@ -188,16 +326,18 @@ async def chat(urls: list[str], room: str, name: str, console: Console) -> int:
                     view.note(f"error: {frame.get('message')}", style="bold red")
             errors_seen = len(client.errors)
     finally:
+        refresher.cancel()
         if live is not None:
             live.stop()
         await client.close()
     return 0
 
 
-def run_chat(urls: list[str], room: str, name: str) -> int:
+def run_chat(urls: list[str], room: str, name: str | None, token: str | None = None) -> int:
+    """``llmchat chat``: sign in with ``token`` (or sign up for ``name``) and chat in ``room``."""
     console = Console(highlight=False)
     try:
-        return asyncio.run(chat(urls, room, name, console))
+        return asyncio.run(chat(urls, room, name, console, token))
     except KeyboardInterrupt:
         console.print(Text("— left the room", style="dim"))
         return 0

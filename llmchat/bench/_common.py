@@ -34,6 +34,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from llmchat.local.credentials import UNLIMITED_ENV, LocalCredentials
+
 console = Console()
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,13 +161,29 @@ class Proc:
                 self.popen.wait(5)
 
 
+def bearer(token: str) -> dict[str, str]:
+    """The ``Authorization`` header for a token (every chat-service call needs one)."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+LIMITS_OFF_NOTE = (
+    "chat-service runs with rate and connection limits off (a load generator must not be throttled)"
+)
+
+
 @dataclass
 class Procs:
-    """Starts the system's processes on loopback and stops them all on exit."""
+    """Starts the system's processes on loopback and stops them all on exit.
+
+    Its chat-services share fresh keys (``creds``): rooms are created with the admin
+    credential, clients connect with ``creds.token(name)``.
+    """
 
     workdir: Path
     procs: list[Proc] = field(default_factory=list)
     redis_port: int = 0
+    creds: LocalCredentials = field(default_factory=LocalCredentials.generate)
+    _limits_noted: bool = False
 
     @property
     def redis_url(self) -> str:
@@ -237,10 +255,23 @@ class Procs:
             **extra,
         }
 
+    @property
+    def admin_token(self) -> str:
+        return self.creds.admin_token
+
     def chat_service(self, name: str, **env: str) -> tuple[Proc, str]:
         port = free_port()
         argv = [sys.executable, "-m", "llmchat", "chat-service"]
-        extra = {"LLMCHAT_PORT": str(port), "LLMCHAT_REPLICA_ID": name, **env}
+        if not self._limits_noted:
+            console.print(f"[dim]{LIMITS_OFF_NOTE}[/]")
+            self._limits_noted = True
+        extra = {
+            "LLMCHAT_PORT": str(port),
+            "LLMCHAT_REPLICA_ID": name,
+            **self.creds.env(),
+            **UNLIMITED_ENV,  # limits off: the benchmarks generate load on purpose
+            **env,
+        }
         proc = self._add(Proc(name, argv, self._env(extra), self.workdir / f"{name}.log"))
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _http_ok(proc, url + "/readyz"), 30, f"chat-service {name}")
@@ -290,9 +321,10 @@ def workdir(keep: Path | None = None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def make_room(base_url: str, name: str, mode: str, models: list[str]) -> None:
+def make_room(base_url: str, name: str, mode: str, models: list[str], *, admin_token: str) -> None:
+    """Create a room (with the admin credential)."""
     body = {"name": name, "mode": mode, "models": [{"name": m} for m in models]}
-    r = httpx.post(base_url + "/api/v1/rooms", json=body, timeout=10)
+    r = httpx.post(base_url + "/api/v1/rooms", json=body, headers=bearer(admin_token), timeout=10)
     if r.status_code not in (200, 201):
         raise RuntimeError(f"could not create room {name}: {r.status_code} {r.text}")
 
@@ -350,13 +382,15 @@ def write_results(out: Path, suite: str, markdown: str, data: dict[str, Any]) ->
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "load_average_1m": round(os.getloadavg()[0], 2),
+        "limits": "off",  # chat-service's rate and connection limits (see LIMITS_OFF_NOTE)
     }
     header = (
         f"# `llmchat bench {suite}`\n\n"
         f"Command: `{meta['command']}`  \n"
         f"Run: {meta['when']} on {meta['cpus']} CPUs, Python {meta['python']}; "
         f"load average at the end {meta['load_average_1m']} (other work on the machine "
-        "skews absolute figures; compare the columns of one run).\n\n"
+        "skews absolute figures; compare the columns of one run). "
+        f"{LIMITS_OFF_NOTE[0].upper()}{LIMITS_OFF_NOTE[1:]}.\n\n"
     )
     (out / "results.md").write_text(header + markdown.rstrip() + "\n", encoding="utf-8")
     (out / "results.json").write_text(

@@ -25,6 +25,7 @@ import websockets
 
 from llmchat.bench._common import (
     Procs,
+    bearer,
     console,
     default_out,
     fmt,
@@ -111,11 +112,11 @@ class Outcome:
 
 
 async def _conversation(
-    base: str, room: str, turns: int, on_turn: Any, timeout: float = 300
+    base: str, room: str, turns: int, on_turn: Any, *, token: str, timeout: float = 300
 ) -> list[Turn]:
-    url = base.replace("http", "ws", 1) + f"/api/v1/rooms/{room}/ws?name=alice&cursor=0-0"
+    url = base.replace("http", "ws", 1) + f"/api/v1/rooms/{room}/ws?cursor=0-0"
     out: list[Turn] = []
-    async with websockets.connect(url, max_size=2**24) as ws:
+    async with websockets.connect(url, max_size=2**24, additional_headers=bearer(token)) as ws:
         welcome = json.loads(await ws.recv())
         assert welcome["type"] == "welcome", welcome
         for i in range(turns):
@@ -161,7 +162,7 @@ def run_suite(
         task = bar.add_task("context: turns", total=turns * len(chosen))
         for cfg in chosen:
             room = f"ctx-{cfg.key}"
-            make_room(base, room, "all", [MODEL])
+            make_room(base, room, "all", [MODEL], admin_token=procs.admin_token)
             workers = []
             for r in range(cfg.replicas):
                 proc, _ = procs.worker(
@@ -178,7 +179,10 @@ def run_suite(
                 )
                 workers.append(proc)
             bar.update(task, description=f"context: {cfg.label}")
-            result = asyncio.run(_conversation(base, room, turns, lambda: bar.advance(task)))
+            alice = procs.creds.token("alice")
+            result = asyncio.run(
+                _conversation(base, room, turns, lambda: bar.advance(task), token=alice)
+            )
             outcomes.append(Outcome(cfg, result))
             for proc in workers:
                 proc.stop()

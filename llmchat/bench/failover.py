@@ -26,6 +26,7 @@ import typer
 from llmchat import keys
 from llmchat.bench._common import (
     Procs,
+    bearer,
     console,
     default_out,
     fmt,
@@ -69,7 +70,8 @@ def _holder(r: redis.Redis, room: str) -> tuple[str | None, float]:
 
 def _leader_run(procs: Procs, base: str, timings: Timings, rep: int) -> dict[str, float]:
     room = f"fl-{timings.duration_s:g}-{rep}".replace(".", "")
-    make_room(base, room, "leader", ["ada", "bob"])
+    make_room(base, room, "leader", ["ada", "bob"], admin_token=procs.admin_token)
+    alice = bearer(procs.creds.token("alice"))
     env = {
         **timings.env(),
         "LLMCHAT_MAX_TOKENS": "8",
@@ -78,7 +80,7 @@ def _leader_run(procs: Procs, base: str, timings: Timings, rep: int) -> dict[str
     }
     workers = {m: procs.worker(m, room, f"{m}-{room}", **env)[0] for m in ("ada", "bob")}
     r = redis.Redis.from_url(procs.redis_url, decode_responses=True)
-    httpx.post(f"{base}/api/v1/rooms/{room}/members", json={"name": "alice"}, timeout=10)
+    httpx.post(f"{base}/api/v1/rooms/{room}/members", headers=alice, timeout=10).raise_for_status()
     try:
         deadline = time.monotonic() + 30
         while (leader := _holder(r, room)[0]) is None:
@@ -91,9 +93,11 @@ def _leader_run(procs: Procs, base: str, timings: Timings, rep: int) -> dict[str
         victim.kill()
         post = httpx.post(
             f"{base}/api/v1/rooms/{room}/messages",
-            json={"author": "alice", "text": "Hello, anyone leading here?"},
+            json={"text": "Hello, anyone leading here?"},
+            headers=alice,
             timeout=10,
         )
+        post.raise_for_status()
         cut = post.json()["entry"]["id"]
         lease_s = answer_s = None
         meta: dict[str, Any] = {}
@@ -105,7 +109,10 @@ def _leader_run(procs: Procs, base: str, timings: Timings, rep: int) -> dict[str
                 lease_s = now - t_kill
             if answer_s is None:
                 got = httpx.get(
-                    f"{base}/api/v1/rooms/{room}/messages", params={"after": cut}, timeout=10
+                    f"{base}/api/v1/rooms/{room}/messages",
+                    params={"after": cut},
+                    headers=alice,
+                    timeout=10,
                 ).json()["entries"]
                 answers = [e for e in got if e["kind"] == "model" and e["meta"].get("cut") == cut]
                 if answers:
@@ -133,9 +140,10 @@ def _replica_runs(procs: Procs, reps: int, clients: int, bar: Any, task: Any) ->
         pa, a = procs.chat_service(f"cs-a{rep}")
         _, b = procs.chat_service(f"cs-b{rep}")
         room = f"rl-{rep}"
-        make_room(a, room, "all", [])
-        httpx.post(f"{a}/api/v1/rooms/{room}/members", json={"name": "bob"}, timeout=10)
-        times.append(asyncio.run(_replica_once(pa.kill, a, b, room, clients)))
+        make_room(a, room, "all", [], admin_token=procs.admin_token)
+        bob = bearer(procs.creds.token("bob"))
+        httpx.post(f"{a}/api/v1/rooms/{room}/members", headers=bob, timeout=10).raise_for_status()
+        times.append(asyncio.run(_replica_once(pa.kill, a, b, room, clients, procs=procs)))
         for proc in list(procs.procs):
             if proc.name in (f"cs-a{rep}", f"cs-b{rep}"):
                 proc.stop()
@@ -143,8 +151,18 @@ def _replica_runs(procs: Procs, reps: int, clients: int, bar: Any, task: Any) ->
     return times
 
 
-async def _replica_once(kill: Any, a: str, b: str, room: str, n: int) -> float:
-    conns = [RoomClient([a, b], room, f"c{i}", cursor="0-0", reconnect_delay=0.0) for i in range(n)]
+async def _replica_once(kill: Any, a: str, b: str, room: str, n: int, *, procs: Procs) -> float:
+    conns = [
+        RoomClient(
+            [a, b],
+            room,
+            f"c{i}",
+            token=procs.creds.token(f"c{i}"),
+            cursor="0-0",
+            reconnect_delay=0.0,
+        )
+        for i in range(n)
+    ]
     try:
         await asyncio.gather(*(c.start() for c in conns))
         t_kill = time.monotonic()
@@ -152,9 +170,11 @@ async def _replica_once(kill: Any, a: str, b: str, room: str, n: int) -> float:
         async with httpx.AsyncClient() as http:
             resp = await http.post(
                 f"{b}/api/v1/rooms/{room}/messages",
-                json={"author": "bob", "text": "after the crash"},
+                json={"text": "after the crash"},
+                headers=bearer(procs.creds.token("bob")),
                 timeout=10,
             )
+            resp.raise_for_status()
         msg_id = resp.json()["entry"]["msg_id"]
         deadline = t_kill + 30
         while time.monotonic() < deadline:

@@ -33,6 +33,7 @@ import typer
 from llmchat.bench._common import (
     Proc,
     Procs,
+    bearer,
     commandstats,
     console,
     default_out,
@@ -50,6 +51,7 @@ from llmchat.bench._common import (
     workdir,
     write_results,
 )
+from llmchat.local.credentials import LocalCredentials
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class LoadSpec:
     rate: float
     duration: float
     server: str
+    creds: LocalCredentials  # client ``u<n>`` connects with ``creds.token("u<n>")``
 
 
 # -- load generator (runs in child processes) ----------------------------------------------
@@ -89,15 +92,24 @@ async def _load(spec: LoadSpec, pipe: Connection) -> dict[str, Any]:
     async def client(num: int, room: str) -> None:
         nonlocal received, failed, last_arrival
         base = spec.urls[num % len(spec.urls)]
-        url = f"{base}/api/v1/rooms/{room}/ws?name=u{num}&cursor=0-0"
+        url = f"{base}/api/v1/rooms/{room}/ws?cursor=0-0"
         try:
             async with sem:
                 ws = await websockets.connect(
-                    url, open_timeout=120, max_size=2**20, compression=None, ping_interval=None
+                    url,
+                    open_timeout=120,
+                    max_size=2**20,
+                    compression=None,
+                    ping_interval=None,
+                    additional_headers=bearer(spec.creds.token(f"u{num}")),
                 )
-                await ws.recv()  # welcome
+                first = json.loads(await ws.recv())
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException):
             failed += 1
+            return
+        if first.get("type") != "welcome":  # refused (e.g. the token): not a connection
+            failed += 1
+            await ws.close()
             return
         conns.append(ws)
         senders.setdefault(room, ws)
@@ -177,7 +189,13 @@ def _room_names(s: Scenario, tag: str) -> list[str]:
 
 
 def _run_load(
-    urls: list[str], s: Scenario, rooms: list[str], server_pid: int | None, nprocs: int
+    urls: list[str],
+    s: Scenario,
+    rooms: list[str],
+    server_pid: int | None,
+    nprocs: int,
+    *,
+    creds: LocalCredentials,
 ) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     clients = [(i, rooms[i % len(rooms)]) for i in range(s.clients)]
@@ -189,7 +207,7 @@ def _run_load(
     try:
         for share in shares:
             parent, child = ctx.Pipe()
-            spec = LoadSpec(urls, share, s.rate / nprocs, s.duration, "")
+            spec = LoadSpec(urls, share, s.rate / nprocs, s.duration, "", creds)
             proc = ctx.Process(target=_child, args=(spec, child), daemon=True)
             proc.start()
             children.append((proc, parent))
@@ -271,7 +289,8 @@ def _measure(
                 servers.append(proc)
                 urls.append(url.replace("http", "ws", 1))
             for room in rooms:
-                make_room(urls[0].replace("ws", "http", 1), room, "all", [])
+                base = urls[0].replace("ws", "http", 1)
+                make_room(base, room, "all", [], admin_token=procs.admin_token)
         else:
             port = free_port()
             argv = ["-m", "llmchat.bench.baseline_server", "--port", str(port)]
@@ -282,7 +301,9 @@ def _measure(
         time.sleep(0.5)
         rss_idle = rss_bytes(servers[0].pid)
         before = commandstats(procs.redis_url)
-        result = _run_load(urls, s, rooms, servers[0].pid if replicas == 1 else None, nprocs)
+        # the baseline gets the same tokens (it ignores them): the same load on both
+        pid = servers[0].pid if replicas == 1 else None
+        result = _run_load(urls, s, rooms, pid, nprocs, creds=procs.creds)
         after = commandstats(procs.redis_url)
     finally:
         for proc in servers:

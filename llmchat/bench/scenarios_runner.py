@@ -95,7 +95,9 @@ class RunConfig:
 class TracedClient(RoomClient):
     """A room client that also notes when each entry arrived and when it (re)connected."""
 
-    def __init__(self, base_url: str, room: str, name: str) -> None:
+    name: str
+
+    def __init__(self, base_url: str, room: str, name: str, token: str) -> None:
         self.received: dict[str, float] = {}
         self.opened: list[float] = []
         self.live_events: list[tuple[float, dict[str, Any]]] = []
@@ -103,6 +105,7 @@ class TracedClient(RoomClient):
             [base_url],
             room,
             name,
+            token=token,
             cursor="0-0",
             on_entry=self._arrived,
             on_live=self._live,
@@ -324,7 +327,9 @@ class _Run:
 
         try:
             for i in range(cfg.users):
-                client = TracedClient(self.system.url, self.room, f"user-{i + 1}")
+                name = f"user-{i + 1}"
+                token = self.system.creds.token(name, ttl_seconds=12 * 3600)
+                client = TracedClient(self.system.url, self.room, name, token)
                 self.clients.append(client)
                 await client.start(timeout=15.0)
             watcher = asyncio.create_task(self._watch_leader(stop_watch))

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from llmchat.local.credentials import UNLIMITED_ENV, LocalCredentials
 from llmchat.local.proxy import TcpBalancer
 from llmchat.local.supervisor import Child, Supervisor
 from llmchat.local.up import UpConfig, plan, room_spec
@@ -92,8 +93,13 @@ class LocalSystem:
             first_port=first,
         )
         self.specs = plan(self.up)
+        #: Fresh keys for this run: users connect with ``creds.token(name)``.
+        self.creds = LocalCredentials.generate()
         rooms = ",".join(cfg.rooms)
         for spec in self.specs:
+            if spec.role == "chat-service":
+                # limits off: the scenarios' users and storms are load, not abuse
+                spec.env.update({**self.creds.env(), **UNLIMITED_ENV})
             if spec.role in ("model-worker", "judge"):
                 spec.env["LLMCHAT_ROOMS"] = rooms
             if spec.role == "model-worker":
@@ -197,7 +203,8 @@ class LocalSystem:
     async def leader(self, room: str) -> dict[str, Any] | None:
         """The room's ``/leader`` answer (None if chat-service did not answer)."""
         try:
-            async with httpx.AsyncClient(timeout=3.0) as http:
+            admin = {"Authorization": f"Bearer {self.creds.admin_token}"}
+            async with httpx.AsyncClient(timeout=3.0, headers=admin) as http:
                 r = await http.get(f"{self.url}/api/v1/rooms/{room}/leader")
                 if r.status_code == 200:
                     data: dict[str, Any] = r.json()

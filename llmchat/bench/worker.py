@@ -27,6 +27,7 @@ import websockets
 
 from llmchat.bench._common import (
     Procs,
+    bearer,
     console,
     default_out,
     fmt,
@@ -74,9 +75,9 @@ def _rate(times: list[float]) -> float:
     return (len(times) - 1) / (times[-1] - times[0])
 
 
-async def _path_run(base: str, room: str, timeout: float) -> Run:
-    url = base.replace("http", "ws", 1) + f"/api/v1/rooms/{room}/ws?name=alice&cursor=0-0"
-    async with websockets.connect(url, max_size=2**24) as ws:
+async def _path_run(base: str, room: str, token: str, timeout: float) -> Run:
+    url = base.replace("http", "ws", 1) + f"/api/v1/rooms/{room}/ws?cursor=0-0"
+    async with websockets.connect(url, max_size=2**24, additional_headers=bearer(token)) as ws:
         welcome = json.loads(await ws.recv())
         assert welcome["type"] == "welcome", welcome
         frame = {"type": "post", "id": f"bench-{room}", "text": MESSAGE}
@@ -121,7 +122,9 @@ async def _direct_run(backend: Any, messages: Any, stop: list[str], max_tokens: 
     return Run(times[0] - t0, len(times), _rate(times), end - t0, "".join(parts))
 
 
-async def _bench(base: str, redis_url: str, reps: int, max_tokens: int) -> dict[str, Any]:
+async def _bench(
+    base: str, redis_url: str, token: str, reps: int, max_tokens: int
+) -> dict[str, Any]:
     from model_worker.backends.llamacpp import LlamaCppBackend  # noqa: PLC0415
     from model_worker.prompt import build_prompt, stop_sequences  # noqa: PLC0415
     from model_worker.settings import WorkerSettings  # noqa: PLC0415
@@ -137,13 +140,14 @@ async def _bench(base: str, redis_url: str, reps: int, max_tokens: int) -> dict[
         with progress() as bar:
             task = bar.add_task("worker: direct vs path", total=2 * (reps + 1))
             for i, room in enumerate(rooms):
-                run = await _path_run(base, room, timeout=180)
+                run = await _path_run(base, room, token, timeout=180)
                 bar.advance(task)
                 # the worker's prompt for this room, rebuilt from the stored timeline
-                async with httpx.AsyncClient() as http:
+                async with httpx.AsyncClient(headers=bearer(token)) as http:
                     r = await http.get(
                         f"{base}/api/v1/rooms/{room}/messages", params={"after": "0-0"}
                     )
+                    r.raise_for_status()
                 entries = [Entry.model_validate(e) for e in r.json()["entries"]]
                 human = [e for e in entries if e.kind == "human"]
                 messages = build_prompt(
@@ -204,7 +208,7 @@ def run_suite(out: Path, quick: bool, reps: int | None, max_tokens: int | None) 
         _, base = procs.chat_service("cs-1")
         rooms = [f"wb-{i:03d}" for i in range(reps + 1)]
         for room in rooms:
-            make_room(base, room, "all", [MODEL])
+            make_room(base, room, "all", [MODEL], admin_token=procs.admin_token)
         procs.worker(
             MODEL,
             ",".join(rooms),
@@ -216,7 +220,8 @@ def run_suite(out: Path, quick: bool, reps: int | None, max_tokens: int | None) 
             LLMCHAT_PROMPT_CACHE="false",
             LLMCHAT_BACKEND_OPTIONS='{"reuse_prompt_prefix": false}',
         )
-        result = asyncio.run(_bench(base, procs.redis_url, reps, max_tokens))
+        alice = procs.creds.token("alice")
+        result = asyncio.run(_bench(base, procs.redis_url, alice, reps, max_tokens))
     d, p = result["direct"], result["path"]
     headers = ["measure", "direct backend", "through the path", "ratio / overhead", "goal"]
     rows = [

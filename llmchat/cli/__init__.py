@@ -268,7 +268,18 @@ def chat(
         ),
     ] = None,
     name: Annotated[
-        str | None, typer.Option(help="Your name in the room (no spaces) [default: $USER].")
+        str | None,
+        typer.Option(
+            help="Your name in the room (no spaces) [default: the token's user, else $USER]."
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LLMCHAT_TOKEN",
+            help="Your token (sign in as its user). Without one, signs up for --name, "
+            "which must be free.",
+        ),
     ] = None,
 ) -> None:
     """Chat in a room from the terminal: history, live answers, verdicts; each line is posted.
@@ -279,8 +290,8 @@ def chat(
 
     from llmchat.chat_cli import run_chat
 
-    who = name or getpass.getuser()
-    raise typer.Exit(run_chat(url or ["http://127.0.0.1:8000"], room, who))
+    who = name or (None if token else getpass.getuser())
+    raise typer.Exit(run_chat(url or ["http://127.0.0.1:8000"], room, who, token))
 
 
 # Sub-command groups that live in their own modules (registered when present).

@@ -249,11 +249,13 @@ async def storm_room(
     count: int,
     concurrency: int = 10,
     author: str = "storm",
+    token: str | None = None,
     timeout_s: float = 10.0,
     attempts: int = 3,
 ) -> StormResult:
     """Post ``count`` messages to ``room`` at once (``concurrency`` in flight); each message has
-    its own id and is retried with that id, so a retry never stores twice."""
+    its own id and is retried with that id, so a retry never stores twice. ``token`` is
+    ``author``'s token (every call needs one)."""
     import httpx
 
     base = url.rstrip("/") + f"/api/v1/rooms/{room}"
@@ -261,7 +263,8 @@ async def storm_room(
     started = time.monotonic()
     gate = asyncio.Semaphore(concurrency)
     run = uuid.uuid4().hex[:8]
-    async with httpx.AsyncClient(timeout=timeout_s) as http:
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(timeout=timeout_s, headers=auth) as http:
         r = await http.post(base + "/members", json={"name": author})
         if r.status_code not in (200, 201):
             raise ChaosError(f"joining {room} failed: {r.status_code} {r.text[:200]}")
@@ -302,11 +305,28 @@ def storm(
     count: Annotated[int, typer.Option(min=1, max=10_000, help="Messages in the burst.")] = 200,
     concurrency: Annotated[int, typer.Option(min=1, max=200, help="Requests in flight.")] = 20,
     author: Annotated[str, typer.Option(help="Who posts them.")] = "storm",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LLMCHAT_TOKEN",
+            help="The author's token (default: one signed with LLMCHAT_TOKEN_SECRET, if set).",
+        ),
+    ] = None,
 ) -> None:
     """Post a burst of messages to a room through the REST API (a message storm)."""
+    import os
+
+    from llmchat.auth import TokenSigner
+
+    secret = os.environ.get("LLMCHAT_TOKEN_SECRET")
+    if token is None and secret:
+        token = TokenSigner(secret, 3600).issue(author).token
+    if token is None:
+        err.print("[bold red]storm:[/] pass --token (or set LLMCHAT_TOKEN / LLMCHAT_TOKEN_SECRET)")
+        raise typer.Exit(2)
     try:
         result = asyncio.run(
-            storm_room(url, room, count=count, concurrency=concurrency, author=author)
+            storm_room(url, room, count=count, concurrency=concurrency, author=author, token=token)
         )
     except ChaosError as exc:
         err.print(f"[bold red]storm:[/] {exc}")

@@ -28,6 +28,7 @@ from llmchat.client import RoomClient
 from tests.chart.conftest import CHART, ROOT
 from tests.operator.conftest import OperatorProcess, free_port
 from tests.support.api import make_room
+from tests.support.auth import admin_headers, token
 from tests.support.procs import ChatService, JudgeProc, ModelWorker, RedisServer, wait_until
 
 pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.k8s, pytest.mark.timeout(900)]
@@ -152,7 +153,9 @@ async def judged_round(client: RoomClient, question: str, n: int) -> None:
 
 
 def leader(svc: ChatService) -> str | None:
-    value = httpx.get(f"{svc.url}/api/v1/rooms/lobby/leader").json().get("leader")
+    r = httpx.get(f"{svc.url}/api/v1/rooms/lobby/leader", headers=admin_headers())
+    assert r.status_code == 200, r.text
+    value = r.json().get("leader")
     return str(value) if value else None
 
 
@@ -190,7 +193,7 @@ async def test_every_dashboard_panel_returns_data_from_a_real_run(
     restarted: ModelWorker | None = None
     try:
         wait_until(lambda: set(prom.targets_up().values()) == {"up"}, 30, "every target up")
-        client = RoomClient([service.url], "lobby", "alice")
+        client = RoomClient([service.url], "lobby", "alice", token=token("alice"))
         await client.start()
         questions = ["What is the capital of France?", "Name a primary colour.", "What is 2+2?"]
         for i, q in enumerate(questions, 1):

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx
 
 from llmchat.client import RoomClient
+from tests.support.auth import admin_headers, headers, token
 from tests.support.procs import ChatService, RedisServer
 
 
@@ -29,9 +30,10 @@ async def test_redis_restart_mid_run(
     redis_server: RedisServer, chat_service_factory: Callable[..., ChatService]
 ) -> None:
     svc = chat_service_factory("cs-a")
-    assert httpx.post(svc.url + "/api/v1/rooms", json={"name": "lobby"}).status_code == 201
-    writer = RoomClient([svc.url], "lobby", "wes")
-    reader = RoomClient([svc.url], "lobby", "rita")
+    r = httpx.post(svc.url + "/api/v1/rooms", json={"name": "lobby"}, headers=admin_headers())
+    assert r.status_code == 201, r.text
+    writer = RoomClient([svc.url], "lobby", "wes", token=token("wes"))
+    reader = RoomClient([svc.url], "lobby", "rita", token=token("rita"))
     await writer.start()
     await reader.start()
     for i in range(10):
@@ -41,7 +43,7 @@ async def test_redis_restart_mid_run(
     await wait_status(svc.url + "/readyz", 503, 5)
     metrics = httpx.get(svc.url + "/metrics").text
     assert "llmchat_redis_up 0.0" in metrics
-    r = httpx.post(svc.url + "/api/v1/rooms", json={"name": "another"})
+    r = httpx.post(svc.url + "/api/v1/rooms", json={"name": "another"}, headers=admin_headers())
     assert r.status_code == 503 and r.json()["error"]["code"] == "storage_unavailable"
 
     # a post while Redis is down is refused (not acknowledged); the client retries it
@@ -58,7 +60,10 @@ async def test_redis_restart_mid_run(
         await writer.post(f"after {i}", msg_id=f"after-{i}")
 
     expected = [f"before-{i}" for i in range(10)] + ["during"] + [f"after-{i}" for i in range(5)]
-    r = httpx.get(svc.url + "/api/v1/rooms/lobby/messages", params={"after": "0-0"})
+    r = httpx.get(
+        svc.url + "/api/v1/rooms/lobby/messages", params={"after": "0-0"}, headers=headers("rita")
+    )
+    assert r.status_code == 200, r.text
     assert [e["msg_id"] for e in r.json()["entries"]] == expected
     await reader.wait_for(lambda es: len(es) == len(expected), timeout=15)
     assert [e["msg_id"] for e in reader.entries] == expected

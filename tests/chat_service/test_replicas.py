@@ -8,23 +8,33 @@ from collections.abc import Callable
 import httpx
 
 from llmchat.client import RoomClient
+from tests.support.auth import admin_headers, headers, token
 from tests.support.procs import ChatService
 
 
-def stored_ids(svc: ChatService, room: str = "lobby") -> list[str]:
+def stored_ids(svc: ChatService, room: str = "lobby", reader: str | None = None) -> list[str]:
+    """The room's message ids, read as the admin or as ``reader`` (a member)."""
     r = httpx.get(
-        svc.url + f"/api/v1/rooms/{room}/messages", params={"after": "0-0", "limit": 10000}
+        svc.url + f"/api/v1/rooms/{room}/messages",
+        params={"after": "0-0", "limit": 10000},
+        headers=headers(reader) if reader else admin_headers(),
     )
+    assert r.status_code == 200, r.text
     return [e["msg_id"] for e in r.json()["entries"]]
+
+
+def create_lobby(svc: ChatService) -> None:
+    r = httpx.post(svc.url + "/api/v1/rooms", json={"name": "lobby"}, headers=admin_headers())
+    assert r.status_code == 201, r.text
 
 
 async def test_clients_on_two_replicas_see_the_same_order(
     chat_service_factory: Callable[..., ChatService],
 ) -> None:
     a, b = chat_service_factory("cs-a"), chat_service_factory("cs-b")
-    assert httpx.post(a.url + "/api/v1/rooms", json={"name": "lobby"}).status_code == 201
-    on_a = RoomClient([a.url], "lobby", "ann")
-    on_b = RoomClient([b.url], "lobby", "ben")
+    create_lobby(a)
+    on_a = RoomClient([a.url], "lobby", "ann", token=token("ann"))
+    on_b = RoomClient([b.url], "lobby", "ben", token=token("ben"))
     await on_a.start()
     await on_b.start()
     assert on_a.replica == "cs-a" and on_b.replica == "cs-b"
@@ -38,6 +48,8 @@ async def test_clients_on_two_replicas_see_the_same_order(
         await c.wait_for(lambda es: len(es) == 60)
     assert [e["id"] for e in on_a.entries] == [e["id"] for e in on_b.entries]
     assert [e["msg_id"] for e in on_a.entries] == stored_ids(a)
+    # a token works on every replica (they share the signing key): ann reads from B
+    assert stored_ids(b, reader="ann") == stored_ids(a)
     assert sorted(stored_ids(b)) == sorted(
         [f"a{i}" for i in range(30)] + [f"b{i}" for i in range(30)]
     )
@@ -49,10 +61,12 @@ async def test_sigkill_a_replica_clients_resume_on_the_other_with_nothing_lost_o
     chat_service_factory: Callable[..., ChatService],
 ) -> None:
     a, b = chat_service_factory("cs-a"), chat_service_factory("cs-b")
-    assert httpx.post(a.url + "/api/v1/rooms", json={"name": "lobby"}).status_code == 201
+    create_lobby(a)
     # three clients on A (failing over to B), two on B
-    clients = [RoomClient([a.url, b.url], "lobby", f"a{i}") for i in range(3)]
-    clients += [RoomClient([b.url, a.url], "lobby", f"b{i}") for i in range(2)]
+    clients = [RoomClient([a.url, b.url], "lobby", f"a{i}", token=token(f"a{i}")) for i in range(3)]
+    clients += [
+        RoomClient([b.url, a.url], "lobby", f"b{i}", token=token(f"b{i}")) for i in range(2)
+    ]
     for c in clients:
         await c.start()
     assert [c.replica for c in clients] == ["cs-a"] * 3 + ["cs-b"] * 2

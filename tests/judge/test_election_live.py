@@ -14,18 +14,25 @@ import pytest
 
 from llmchat.client import RoomClient
 from tests.support.api import all_entries, make_room
+from tests.support.auth import admin_headers, token
 from tests.support.procs import ChatService, JudgeProc, ModelWorker
 
 pytestmark = pytest.mark.model
 FAST = {"LLMCHAT_MAX_TOKENS": "24"}
 
 
+def _admin_get(svc: ChatService, path: str) -> dict[str, Any]:
+    r = httpx.get(f"{svc.url}/api/v1{path}", headers=admin_headers())
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
 def leader(svc: ChatService, room: str = "lobby") -> dict[str, Any]:
-    return dict(httpx.get(f"{svc.url}/api/v1/rooms/{room}/leader").json())
+    return _admin_get(svc, f"/rooms/{room}/leader")
 
 
 def ratings(svc: ChatService, room: str = "lobby") -> dict[str, Any]:
-    return dict(httpx.get(f"{svc.url}/api/v1/rooms/{room}/ratings").json())
+    return _admin_get(svc, f"/rooms/{room}/ratings")
 
 
 async def until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
@@ -50,7 +57,7 @@ async def test_rounds_get_verdicts_ratings_move_and_the_best_rated_leads(
         "bob": worker_factory("bob", LLMCHAT_TEMPERATURE="1.2", **env),
     }
     judge = judge_factory()
-    client = RoomClient([service.url], "lobby", "alice")
+    client = RoomClient([service.url], "lobby", "alice", token=token("alice"))
     await client.start()
     for i, q in enumerate(
         ["What is the capital of France?", "Name a primary colour.", "What is 2 plus 2?"]
@@ -108,7 +115,7 @@ async def test_sigkill_the_leader_a_new_leader_serves_within_two_seconds(
 
     # the new leader serves at once; the first turn after a failover asks every healthy model
     # (a judged round), the next ones go to the leader alone
-    client = RoomClient([service.url], "lobby", "alice")
+    client = RoomClient([service.url], "lobby", "alice", token=token("alice"))
     await client.start()
     for text in ("hello, who leads now?", "and now?"):
         ack = await client.post(text)
@@ -146,7 +153,7 @@ async def test_a_paused_leader_cannot_post_as_leader_after_losing_its_lease(
     workers = {m: worker_factory(m, **env) for m in ("ada", "bob")}
     first = await until(lambda: leader(service)["leader"], 10, "a first leader")
     paused, other = workers[first], workers["bob" if first == "ada" else "ada"]
-    client = RoomClient([service.url], "lobby", "alice")
+    client = RoomClient([service.url], "lobby", "alice", token=token("alice"))
     await client.start()
     ack = await client.post("Write a long story about a lighthouse keeper.")
     await until(
@@ -197,7 +204,7 @@ async def test_sigkill_the_active_judge_the_standby_judges_the_next_round(
     active[0].kill()
     standby = next(j for j in judges if j is not active[0])
     await until(standby.active, 5, "the standby to take over")
-    client = RoomClient([service.url], "lobby", "alice")
+    client = RoomClient([service.url], "lobby", "alice", token=token("alice"))
     await client.start()
     await client.post("Quick: name a fruit.")
     await client.wait_for(

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.auth import admin_headers
 from tests.support.procs import ChatService, ModelWorker
 
 pytestmark = pytest.mark.model
@@ -19,8 +20,11 @@ def test_the_worker_registers_the_room_from_its_config_file(
 ) -> None:
     config = tmp_path / "room.json"
     config.write_text(json.dumps({"name": "lobby", "mode": "all", "models": [{"name": "ada"}]}))
-    assert httpx.get(service.url + "/api/v1/rooms/lobby").status_code == 404
+    url = service.url + "/api/v1/rooms/lobby"
+    assert httpx.get(url, headers=admin_headers()).status_code == 404
     worker_factory("ada", LLMCHAT_ROOM_CONFIG=str(config))
-    room = httpx.get(service.url + "/api/v1/rooms/lobby").json()
+    r = httpx.get(url, headers=admin_headers())
+    assert r.status_code == 200, r.text
+    room = r.json()
     assert room["mode"] == "all"
     assert [m["name"] for m in room["models"]] == ["ada"]

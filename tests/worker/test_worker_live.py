@@ -10,6 +10,7 @@ import pytest
 
 from llmchat.client import RoomClient
 from tests.support.api import all_entries, make_room
+from tests.support.auth import token
 from tests.support.procs import ChatService, ModelWorker
 
 pytestmark = pytest.mark.model
@@ -28,6 +29,7 @@ class Recorder:
             [svc.url],
             room,
             name,
+            token=token(name),
             on_entry=lambda e: self.events.append(("entry", e)),
             on_live=lambda e: self.events.append(("live", e)),
         )
@@ -156,7 +158,9 @@ async def test_storm_of_500_messages_is_stored_in_order_and_coalesced(
     w = worker_factory(
         "ada", LLMCHAT_MAX_TOKENS="32", LLMCHAT_CONTEXT_TOKENS="256", LLMCHAT_BATCH="1000"
     )
-    clients = [RoomClient([service.url], "lobby", f"user{i}") for i in range(5)]
+    clients = [
+        RoomClient([service.url], "lobby", f"user{i}", token=token(f"user{i}")) for i in range(5)
+    ]
     for c in clients:
         await c.start()
 

@@ -18,6 +18,7 @@ from llmchat.client import RoomClient
 from tests.backends import ollama_server
 from tests.backends.serving import ServerThread, closed_port
 from tests.support.api import all_entries, make_room
+from tests.support.auth import token
 from tests.support.procs import ChatService, ModelWorker
 
 pytestmark = pytest.mark.model
@@ -64,7 +65,7 @@ def scripted_ollama(chunks: list[str]) -> FastAPI:
 async def ask(
     svc: ChatService, text: str, timeout: float = 90, answers: int = 1
 ) -> list[dict[str, object]]:
-    c = RoomClient([svc.url], "lobby", "alice")
+    c = RoomClient([svc.url], "lobby", "alice", token=token("alice"))
     await c.start()
     ack = await c.post(text)
 
