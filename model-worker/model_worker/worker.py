@@ -97,9 +97,18 @@ class Worker:
                     policy=ElectionPolicy(settings.hysteresis, settings.min_tenure_s),
                     is_healthy=lambda: self.healthy,
                 )
-                elector.on_elected = lambda r=room: self._claim_leader_now.add(r)
+                elector.on_elected = lambda r=room: self._on_elected(r)
                 self.electors[room] = elector
         self._claim_leader_now: set[str] = set()
+        # set when this worker wins a room's lease: a turn it is generating for its own queue
+        # then gives way, so the room's leader jobs do not wait behind it (one model, one turn
+        # at a time)
+        self._elected = asyncio.Event()
+        self._streaming = False
+
+    def _on_elected(self, room: str) -> None:
+        self._claim_leader_now.add(room)
+        self._elected.set()
 
     def streams(self) -> list[Stream]:
         """Our own queue in each room, plus the leader queue of the rooms we lead."""
@@ -242,7 +251,7 @@ class Worker:
             if self.affinity is not None:
                 with contextlib.suppress(*UNAVAILABLE_ERRORS):
                     await self.affinity.claim(room, turn.queue, load=1)
-            if await self._generate(room, turn, jobs):
+            if await self._generate_unless_elected(room, turn, jobs):
                 await self.queue.mark_answered(room, turn.queue, turn.cut)
                 await self.queue.ack(jobs)
         finally:
@@ -254,6 +263,37 @@ class Worker:
             if self.affinity is not None:
                 with contextlib.suppress(*UNAVAILABLE_ERRORS):
                     await self.affinity.set_load(0)
+
+    async def _generate_unless_elected(self, room: str, turn: Job, jobs: list[Job]) -> bool:
+        """Generate the turn; if this worker is elected leader while it streams an answer for its
+        own queue, stop (the jobs stay unacknowledged and are taken up again after
+        ``claim_idle_ms``) so the new leader serves its room at once. False: not answered."""
+        if turn.queue == LEADER_QUEUE or not self.electors:
+            return await self._generate(room, turn, jobs)
+        if self._claim_leader_now:  # elected since these jobs were read: lead first
+            metrics.JOBS.labels(self.name, "preempted").inc(len(jobs))
+            return False
+        self._elected.clear()
+        gen = asyncio.create_task(self._generate(room, turn, jobs))
+        elected = asyncio.create_task(self._elected.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait({gen, elected}, return_when=asyncio.FIRST_COMPLETED)
+                if gen in done:
+                    return gen.result()
+                if self._streaming:
+                    break
+                # elected after the answer was made: let it be stored, it is nearly done
+                self._elected.clear()
+                elected = asyncio.create_task(self._elected.wait())
+        finally:
+            elected.cancel()
+        gen.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gen
+        metrics.JOBS.labels(self.name, "preempted").inc(len(jobs))
+        log.info("turn_preempted", model=self.name, room=room, cut=turn.cut, reason="elected")
+        return False
 
     async def _renew(self, jobs: list[Job]) -> None:
         while True:
@@ -284,6 +324,7 @@ class Worker:
         first: float | None = None
         parts: list[str] = []
         outcome, problem = "ok", ""
+        self._streaming = True
         try:
             async for delta in self.backend.stream_chat(
                 messages,
@@ -313,6 +354,14 @@ class Worker:
             self.healthy = False
         except BackendError as exc:
             outcome, problem = "error", str(exc)
+        except asyncio.CancelledError:
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                await live.publish(
+                    self.redis, room, {"type": "end", "outcome": "preempted", **base}
+                )
+            raise
+        finally:
+            self._streaming = False
         total = time.monotonic() - started
         self.load = 0
         if self.affinity is not None:
