@@ -238,6 +238,7 @@ class StormResult:
     stored: int = 0
     duplicate: int = 0
     failed: int = 0
+    throttled: int = 0  # 429 answers waited out (Retry-After), not failures
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -250,12 +251,17 @@ async def storm_room(
     concurrency: int = 10,
     author: str = "storm",
     token: str | None = None,
+    authors: list[tuple[str, str]] | None = None,
     timeout_s: float = 10.0,
     attempts: int = 3,
+    max_wait_s: float = 90.0,
 ) -> StormResult:
     """Post ``count`` messages to ``room`` at once (``concurrency`` in flight); each message has
     its own id and is retried with that id, so a retry never stores twice. ``token`` is
-    ``author``'s token (every call needs one)."""
+    ``author``'s token (every call needs one); ``authors`` — (name, token) pairs — spreads the
+    messages over several people instead. A 429 is waited out (``Retry-After``) and counted as
+    throttled, not failed, for up to ``max_wait_s``: the rate limits shape the storm, and nothing
+    may be lost."""
     import httpx
 
     base = url.rstrip("/") + f"/api/v1/rooms/{room}"
@@ -263,19 +269,23 @@ async def storm_room(
     started = time.monotonic()
     gate = asyncio.Semaphore(concurrency)
     run = uuid.uuid4().hex[:8]
-    auth = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(timeout=timeout_s, headers=auth) as http:
-        r = await http.post(base + "/members", json={"name": author})
-        if r.status_code not in (200, 201):
-            raise ChaosError(f"joining {room} failed: {r.status_code} {r.text[:200]}")
+    people = authors or [(author, token or "")]
+    heads = [{"Authorization": f"Bearer {t}"} if t else {} for _, t in people]
+    async with httpx.AsyncClient(timeout=timeout_s) as http:
+        for (name, _), auth in zip(people, heads, strict=True):
+            r = await http.post(base + "/members", json={"name": name}, headers=auth)
+            if r.status_code not in (200, 201):
+                raise ChaosError(f"joining {room} failed: {r.status_code} {r.text[:200]}")
 
         async def one(i: int) -> None:
-            body = {"id": f"storm-{run}-{i}", "author": author, "text": f"storm message {i + 1}"}
+            name, auth = people[i % len(people)][0], heads[i % len(people)]
+            body = {"id": f"storm-{run}-{i}", "author": name, "text": f"storm message {i + 1}"}
             async with gate:
                 result.sent += 1
-                for attempt in range(attempts):
+                attempt = 0
+                while attempt < attempts:
                     try:
-                        resp = await http.post(base + "/messages", json=body)
+                        resp = await http.post(base + "/messages", json=body, headers=auth)
                     except httpx.HTTPError as exc:
                         problem = repr(exc)
                     else:
@@ -286,7 +296,13 @@ async def storm_room(
                                 result.stored += 1
                             return
                         problem = f"{resp.status_code} {resp.text[:120]}"
-                    await asyncio.sleep(0.2 * (attempt + 1))
+                        wait = resp.headers.get("Retry-After", "1")
+                        if resp.status_code == 429 and time.monotonic() - started < max_wait_s:
+                            result.throttled += 1
+                            await asyncio.sleep(float(wait) if wait.isdigit() else 1.0)
+                            continue
+                    attempt += 1
+                    await asyncio.sleep(0.2 * attempt)
                 result.failed += 1
                 if len(result.errors) < 5:
                     result.errors.append(problem)
@@ -305,6 +321,15 @@ def storm(
     count: Annotated[int, typer.Option(min=1, max=10_000, help="Messages in the burst.")] = 200,
     concurrency: Annotated[int, typer.Option(min=1, max=200, help="Requests in flight.")] = 20,
     author: Annotated[str, typer.Option(help="Who posts them.")] = "storm",
+    authors: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=1000,
+            help="Spread the storm over this many people (author-1, ...); needs "
+            "LLMCHAT_TOKEN_SECRET to sign their tokens.",
+        ),
+    ] = 1,
     token: Annotated[
         str | None,
         typer.Option(
@@ -319,14 +344,31 @@ def storm(
     from llmchat.auth import TokenSigner
 
     secret = os.environ.get("LLMCHAT_TOKEN_SECRET")
-    if token is None and secret:
+    people: list[tuple[str, str]] | None = None
+    if authors > 1:
+        if not secret:
+            err.print("[bold red]storm:[/] --authors needs LLMCHAT_TOKEN_SECRET to sign tokens")
+            raise typer.Exit(2)
+        signer = TokenSigner(secret, 3600)
+        people = [
+            (f"{author}-{i + 1}", signer.issue(f"{author}-{i + 1}").token) for i in range(authors)
+        ]
+    elif token is None and secret:
         token = TokenSigner(secret, 3600).issue(author).token
-    if token is None:
+    if token is None and people is None:
         err.print("[bold red]storm:[/] pass --token (or set LLMCHAT_TOKEN / LLMCHAT_TOKEN_SECRET)")
         raise typer.Exit(2)
     try:
         result = asyncio.run(
-            storm_room(url, room, count=count, concurrency=concurrency, author=author, token=token)
+            storm_room(
+                url,
+                room,
+                count=count,
+                concurrency=concurrency,
+                author=author,
+                token=token,
+                authors=people,
+            )
         )
     except ChaosError as exc:
         err.print(f"[bold red]storm:[/] {exc}")
@@ -334,7 +376,8 @@ def storm(
     rate = result.sent / result.seconds if result.seconds else 0.0
     console.print(
         f"storm on {room}: {result.sent} sent, {result.stored} stored, "
-        f"{result.duplicate} duplicates, {result.failed} failed in {result.seconds:.2f} s "
+        f"{result.duplicate} duplicates, {result.failed} failed, {result.throttled} throttled "
+        f"(429, waited out) in {result.seconds:.2f} s "
         f"({rate:.0f}/s)"
     )
     for problem in result.errors:
