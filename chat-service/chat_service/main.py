@@ -16,6 +16,7 @@ def run(settings: ChatServiceSettings) -> None:
         host=settings.host,
         port=settings.port,
         log_config=None,
+        ws=settings.ws_impl,
         ws_max_size=settings.ws_max_frame_bytes,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,

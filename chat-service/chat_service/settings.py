@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator
 
 from llmchat.auth import MIN_ADMIN_CHARS, MIN_SECRET_CHARS
@@ -33,6 +35,10 @@ class ChatServiceSettings(ComponentSettings):
         description="Model replies in a row (models @mentioning models) before a person speaks.",
     )
 
+    ws_impl: Literal["websockets", "websockets-sansio", "wsproto"] = Field(
+        default="websockets",
+        description="uvicorn's WebSocket implementation (see `llmchat bench fanout`).",
+    )
     token_secret: SecretStr = Field(
         description=f"Key that signs user tokens (at least {MIN_SECRET_CHARS} characters; the "
         "same on every replica). From the environment or a Kubernetes Secret.",

@@ -73,7 +73,9 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    # Playwright's wait_for_function(<string>) evaluates the string, which the page's CSP
+    # (no 'unsafe-eval') forbids; tests/web/test_xss.py runs the page under its real policy.
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
     pg = context.new_page()
     pg.set_default_timeout(15_000)
     errors: list[str] = []
