@@ -272,6 +272,7 @@ class Worker:
             return await self._generate(room, turn, jobs)
         if self._claim_leader_now:  # elected since these jobs were read: lead first
             metrics.JOBS.labels(self.name, "preempted").inc(len(jobs))
+            log.info("turn_preempted", model=self.name, room=room, cut=turn.cut, reason="leading")
             return False
         self._elected.clear()
         gen = asyncio.create_task(self._generate(room, turn, jobs))
