@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
 from llmchat import __version__
-from llmchat.logs import LogFormat
+from llmchat.settings import ComponentSettings
 
 #: Where Kubernetes mounts the pod's namespace.
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -29,8 +29,8 @@ def _own_namespace() -> str:
         return "default"
 
 
-class OperatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LLMCHAT_", extra="ignore")
+class OperatorSettings(ComponentSettings):
+    """The operator's settings; Redis URL and log settings are validated by the base."""
 
     # -- what the children run ---------------------------------------------------------------
     #: The image of every model-worker and judge pod (a room's spec.image overrides it).
@@ -91,8 +91,6 @@ class OperatorSettings(BaseSettings):
     host: str = Field(default="127.0.0.1")
     #: Their port; 0 - off.
     port: int = Field(default=8080, ge=0, le=65535)
-    log_level: str = Field(default="INFO")
-    log_format: LogFormat = Field(default="json")
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -107,21 +105,6 @@ class OperatorSettings(BaseSettings):
         bad = [n for n in value if not re.match(DNS_LABEL, n)]
         if bad:
             raise ValueError(f"invalid namespace names: {', '.join(bad)}")
-        return value
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
-        return value
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        value = value.upper()
-        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ValueError("log_level must be one of DEBUG, INFO, WARNING, ERROR")
         return value
 
     @model_validator(mode="after")
