@@ -6,8 +6,10 @@ from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from chat_service import metrics
+from chat_service.state import ServiceState
 from llmchat.auth import IssuedToken
 from llmchat.models import DisplayName
+from llmchat.users import User
 
 from .deps import AdminDep, IdentityDep, StateDep, UserDep
 from .errors import ApiError, responses
@@ -46,6 +48,14 @@ def _out(issued: IssuedToken) -> TokenOut:
     return TokenOut(token=issued.token, user=issued.user, expires_at=issued.expires_at)
 
 
+async def _register(state: ServiceState, name: str) -> tuple[User, bool]:
+    """Claim ``name`` (see UserStore.register); a reserved name is 409 ``name_taken``."""
+    try:
+        return await state.users.register(name)
+    except ValueError as exc:
+        raise ApiError(409, "name_taken", str(exc)) from exc
+
+
 def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -61,10 +71,7 @@ async def sign_up(body: SignUp, state: StateDep, request: Request) -> TokenOut:
     if not state.settings.open_signup:
         raise ApiError(403, "signup_closed", "sign-up is closed: ask an admin for a token")
     await state.limiter.check("signup", _client_address(request), state.settings.signup_limit)
-    try:
-        user, created = await state.users.register(body.name)
-    except ValueError as exc:
-        raise ApiError(409, "name_taken", str(exc)) from exc
+    user, created = await _register(state, body.name)
     if not created:
         raise ApiError(
             409,
@@ -83,10 +90,7 @@ async def sign_up(body: SignUp, state: StateDep, request: Request) -> TokenOut:
     summary="Issue a token for any name (admin)",
 )
 async def issue_token(body: TokenRequest, state: StateDep, _: AdminDep) -> TokenOut:
-    try:
-        user, _created = await state.users.register(body.name)
-    except ValueError as exc:
-        raise ApiError(409, "name_taken", str(exc)) from exc
+    user, _created = await _register(state, body.name)
     metrics.AUTH.labels("issued").inc()
     return _out(state.signer.issue(user.name, body.ttl_seconds))
 

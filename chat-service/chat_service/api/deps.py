@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chat_service.state import ServiceState
 from llmchat.auth import AuthError, Identity, is_admin_credential
-from llmchat.models import ROOM_NAME_RE, Room, RoomVisibility
+from llmchat.models import ROOM_NAME_RE, Member, Room, RoomVisibility
 from llmchat.ratelimit import Limit
 
 from .errors import ApiError
@@ -101,19 +101,30 @@ async def visible_room(state: ServiceState, room: str, identity: Identity) -> Ro
     raise hidden(room)
 
 
-async def member_room(state: ServiceState, room: str, identity: Identity) -> Room:
-    """The room, if the caller belongs to it (or is the admin); 403 ``not_a_member`` otherwise."""
-    found = await visible_room(state, room, identity)
+async def member_room(
+    state: ServiceState, room: str, identity: Identity
+) -> tuple[Room, Member | None]:
+    """The room and the caller's membership (None for the admin), if they belong to it: 403
+    ``not_a_member`` for a room they may see but have not joined, 404 for one they may not see.
+    One read for the room and one for the member, whatever the room's visibility."""
+    found = await state.rooms.get(check_room_name(room))
+    if found is None:
+        raise hidden(room)
     if identity.admin:
-        return found
+        return found, None
     assert identity.user is not None
-    if await state.rooms.member(room, identity.user) is None:
-        raise ApiError(
-            403,
-            "not_a_member",
-            f"{identity.user!r} has not joined room {room!r}: POST /api/v1/rooms/{room}/members",
-        )
-    return found
+    member = await state.rooms.member(room, identity.user)
+    if member is not None:
+        return found, member
+    if found.visibility != RoomVisibility.PUBLIC and not await state.rooms.invited(
+        room, identity.user
+    ):
+        raise hidden(room)
+    raise ApiError(
+        403,
+        "not_a_member",
+        f"{identity.user!r} has not joined room {room!r}: POST /api/v1/rooms/{room}/members",
+    )
 
 
 def room_user_limit(state: ServiceState, room: Room) -> Limit:

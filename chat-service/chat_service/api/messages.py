@@ -74,13 +74,12 @@ async def post_message(
     user = require_user(identity)
     if body.author is not None and body.author.casefold() != user.casefold():
         raise ApiError(403, "forbidden", f"you are {user!r}; you cannot post as {body.author!r}")
-    found = await member_room(state, room, identity)
+    found, member = await member_room(state, room, identity)
     problem = text_size_error(body.text, room_max_bytes(state, found))
     if problem:
         metrics.MESSAGES.labels("rest", "rejected").inc()
         raise ApiError(413 if "limit" in problem else 422, "invalid_message", problem)
-    member = await state.rooms.member(room, user)
-    assert member is not None  # member_room checked it
+    assert member is not None  # a user (not the admin) who belongs to the room
     try:
         await check_post_limits(state, found, user)
     except RateLimitedError:

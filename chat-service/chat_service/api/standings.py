@@ -75,7 +75,7 @@ async def get_leader(room: RoomPath, state: StateDep, identity: IdentityDep) -> 
     summary="The room's leaderboard: ratings from the judge's verdicts",
 )
 async def get_ratings(room: RoomPath, state: StateDep, identity: IdentityDep) -> Leaderboard:
-    found = await member_room(state, room, identity)
+    found, _ = await member_room(state, room, identity)
     ratings = await RatingStore(state.redis).all(room)
     alive = await healthy_models(state.redis, room)
     leader = (await _leadership(state, room)).leader
