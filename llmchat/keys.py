@@ -112,3 +112,8 @@ def users() -> str:
 def invitations(room: str) -> str:
     """Set of case-folded user names invited to an invitation-only room."""
     return f"{PREFIX}:room:{{{room}}}:invited"
+
+
+def feed_wake(token: str) -> str:
+    """A chat-service replica's wake stream: an entry here ends its blocked timeline read."""
+    return f"{PREFIX}:feedwake:{token}"

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import redis.asyncio as aioredis
 
 from llmchat import keys
+from llmchat.batching import batcher_for
 
 _TAKE_LUA = """
 local capacity = tonumber(ARGV[1])
@@ -110,15 +111,16 @@ class RateLimiter:
     """Token buckets in Redis, one per (scope, identity)."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
-        self._take = redis.register_script(_TAKE_LUA)
+        # through the client's batcher: a post's bucket checks share round trips with others
+        self._batch = batcher_for(redis)
+        self._take = self._batch.script(_TAKE_LUA)
 
     async def take(self, scope: str, ident: str, limit: Limit, cost: int = 1) -> Decision:
         if limit.unlimited:
             return Decision(True, 0.0, math.inf)
         rate = limit.per_minute / 60.0
-        reply = cast(
-            list[Any],
-            await self._take(keys=[keys.rate_bucket(scope, ident)], args=[limit.burst, rate, cost]),
+        (reply,) = await self._batch.execute(
+            [self._take.command([keys.rate_bucket(scope, ident)], [limit.burst, rate, cost])]
         )
         allowed, wait_ms, tokens = int(reply[0]), int(reply[1]), float(reply[2])
         return Decision(allowed == 1, wait_ms / 1000.0, tokens)

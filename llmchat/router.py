@@ -23,6 +23,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from llmchat import keys
+from llmchat.batching import batcher_for
 from llmchat.keys import LEADER_QUEUE
 from llmchat.lease import FENCE_LUA, now_ms
 from llmchat.models import Entry, EntryKind, NewEntry, Room, RoomMode
@@ -147,6 +148,17 @@ return {id, 0}
 )
 
 
+# What ``decide`` needs, in one command (one reply to parse, not five).
+# KEYS: meta, members, streak, turns, round_due. ARGV: "1" when the text @mentions someone (the
+# member names are needed only then: a large room's member list is not read with every post).
+_STATE_LUA = """
+local members = {}
+if ARGV[1] == '1' then members = redis.call('HKEYS', KEYS[2]) end
+return {redis.call('GET', KEYS[1]) or '', members, redis.call('GET', KEYS[3]) or '',
+        redis.call('GET', KEYS[4]) or '', redis.call('EXISTS', KEYS[5])}
+"""
+
+
 @dataclass(frozen=True)
 class Fence:
     """Post only while ``holder`` still holds the lease at ``key`` in ``term``."""
@@ -185,7 +197,11 @@ class Router:
     def __init__(self, redis: aioredis.Redis, timeline: Timeline, max_model_streak: int = 3):
         self._redis = redis
         self._timeline = timeline
-        self._post = redis.register_script(_POST_LUA)
+        # A post's reads and its script go through the client's batcher: concurrent posts share
+        # round trips (see llmchat/batching.py).
+        self._batch = batcher_for(redis)
+        self._post = self._batch.script(_POST_LUA)
+        self._state = self._batch.script(_STATE_LUA)
         self.max_model_streak = max_model_streak
         # The room's stored JSON -> its parsed config: the document is read with every post (in
         # the same round trip), but parsed again only when it changed.
@@ -203,13 +219,21 @@ class Router:
 
     async def post(self, room_name: str, entry: NewEntry, fence: Fence | None = None) -> PostResult:
         """Store ``entry`` and enqueue the jobs it calls for (one round trip to read the room)."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.get(keys.room_meta(room_name))
-        pipe.hkeys(keys.members(room_name))
-        pipe.get(keys.model_streak(room_name))
-        pipe.get(keys.turns(room_name))
-        pipe.exists(keys.round_due(room_name))
-        meta, member_keys, streak_raw, turns_raw, due = await pipe.execute()
+        (state,) = await self._batch.execute(
+            [
+                self._state.command(
+                    [
+                        keys.room_meta(room_name),
+                        keys.members(room_name),
+                        keys.model_streak(room_name),
+                        keys.turns(room_name),
+                        keys.round_due(room_name),
+                    ],
+                    ["1" if mentions(entry.text) else "0"],
+                )
+            ]
+        )
+        meta, member_keys, streak_raw, turns_raw, due = cast(list[Any], state)
         if not meta:
             raise RoomNotFoundError(room_name)
         room = self._room(room_name, meta)
@@ -232,32 +256,36 @@ class Router:
         )
         round_models = [t for t in route.targets if t != LEADER_QUEUE]
         try:
-            res = await self._post(
-                keys=[
-                    keys.room_meta(room_name),
-                    keys.timeline(room_name),
-                    keys.message_ids(room_name),
-                    keys.model_streak(room_name),
-                    keys.turns(room_name),
-                    keys.round_due(room_name),
-                    keys.rounds(room_name),
-                    fence.key if fence else keys.room_lease(room_name),
-                    *(keys.jobs(room_name, m) for m in route.targets),
-                ],
-                args=[
-                    entry.msg_id,
-                    payload,
-                    mode,
-                    route.reason,
-                    f"{time.time():.6f}",
-                    QUEUE_MAXLEN,
-                    "1" if route.is_round else "0",
-                    json.dumps(round_models),
-                    fence.holder if fence else "",
-                    str(fence.term) if fence else "",
-                    now_ms(),
-                    *route.targets,
-                ],
+            (res,) = await self._batch.execute(
+                [
+                    self._post.command(
+                        [
+                            keys.room_meta(room_name),
+                            keys.timeline(room_name),
+                            keys.message_ids(room_name),
+                            keys.model_streak(room_name),
+                            keys.turns(room_name),
+                            keys.round_due(room_name),
+                            keys.rounds(room_name),
+                            fence.key if fence else keys.room_lease(room_name),
+                            *(keys.jobs(room_name, m) for m in route.targets),
+                        ],
+                        [
+                            entry.msg_id,
+                            payload,
+                            mode,
+                            route.reason,
+                            f"{time.time():.6f}",
+                            QUEUE_MAXLEN,
+                            "1" if route.is_round else "0",
+                            json.dumps(round_models),
+                            fence.holder if fence else "",
+                            str(fence.term) if fence else "",
+                            now_ms(),
+                            *route.targets,
+                        ],
+                    )
+                ]
             )
         except aioredis.ResponseError as exc:
             if str(exc).startswith("NOROOM"):

@@ -1,8 +1,9 @@
 """Fan-out: each replica follows the timelines of the rooms its clients are in.
 
-One ``RoomFeed`` per room per replica reads the room's stream (XREAD BLOCK on its own
-connection) and hands every new entry to the room's local subscribers; one pub/sub connection
-carries the rooms' ephemeral events. A subscriber registers *before* it reads its backlog, and
+One ``RoomFeed`` per room per replica holds the room's local subscribers and the last stream ID
+handed to them; one reader task follows every room's stream with a single XREAD BLOCK and hands
+each new entry to the room's subscribers; one pub/sub connection carries the rooms' ephemeral
+events. A subscriber registers *before* it reads its backlog, and
 the feed's start ID is fixed before registration, so between backlog and live feed nothing is
 missed; the subscriber drops what it has already sent by comparing stream IDs.
 """
@@ -12,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-import redis.asyncio as aioredis
-
 from chat_service import metrics
 from llmchat import keys
+from llmchat.ids import is_after
 from llmchat.logs import get_logger
 from llmchat.models import Entry
 from llmchat.redis_conn import UNAVAILABLE_ERRORS, create_redis
@@ -68,66 +70,72 @@ class Subscriber:
         self.queue.put_nowait(item)
 
 
+#: Seconds between timeline reads under load, per room followed (see ``Hub._read_feeds``).
+READ_PAUSE_PER_ROOM_S = 10e-6
+
+
 class RoomFeed:
-    def __init__(self, room: str, start_id: str, redis: aioredis.Redis) -> None:
+    """The local subscribers of one room and how far this replica has read its timeline."""
+
+    def __init__(self, room: str, start_id: str) -> None:
         self.room = room
+        self.stream = keys.timeline(room)
         self.last_id = start_id
         self.subscribers: set[Subscriber] = set()
-        self._redis = redis
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"feed:{self.room}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._redis.aclose()
-
-    async def _run(self) -> None:
-        stream = keys.timeline(self.room)
-        backoff = 0.05
-        while True:
-            try:
-                resp = await self._redis.xread({stream: self.last_id}, count=500, block=5000)
-                backoff = 0.05
-            except UNAVAILABLE_ERRORS as exc:
-                metrics.FEED_ERRORS.inc()
-                log.warning("feed_redis_error", room=self.room, error=str(exc), retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+    def deliver(self, rows: Rows) -> None:
+        """Hand the entries after ``last_id`` to every subscriber (each serialised once)."""
+        for sid, fields in rows:
+            if not is_after(sid, self.last_id):  # read by an XREAD from before a re-subscribe
                 continue
-            for _stream, rows in cast(list[tuple[str, Rows]], resp or []):
-                for sid, fields in rows:
-                    self.last_id = sid
-                    try:
-                        entry = decode_entry(self.room, sid, fields)
-                    except (ValueError, KeyError) as exc:  # a foreign or corrupt entry
-                        log.error("feed_bad_entry", room=self.room, id=sid, error=str(exc))
-                        continue
-                    if not self.subscribers:
-                        continue
-                    frame = {"type": "entry", "entry": entry.model_dump(mode="json")}
-                    item: Item = ("wire", WireEntry(entry.id, entry.ts, wire_json(frame)))
-                    for sub in tuple(self.subscribers):
-                        sub.push(item)
+            self.last_id = sid
+            try:
+                entry = decode_entry(self.room, sid, fields)
+            except (ValueError, KeyError) as exc:  # a foreign or corrupt entry
+                log.error("feed_bad_entry", room=self.room, id=sid, error=str(exc))
+                continue
+            if not self.subscribers:
+                continue
+            frame = {"type": "entry", "entry": entry.model_dump(mode="json")}
+            item: Item = ("wire", WireEntry(entry.id, entry.ts, wire_json(frame)))
+            for sub in tuple(self.subscribers):
+                sub.push(item)
 
 
 class Hub:
-    """All room feeds of this replica, plus the pub/sub reader for ephemeral events."""
+    """All room feeds of this replica, plus the pub/sub reader for ephemeral events.
+
+    One task reads the timelines of every room this replica has clients in with a single
+    ``XREAD BLOCK`` over all their streams (so a burst of posts across many rooms costs one round
+    trip, not one per room, and the replica holds one reading connection, not one per room). A
+    room added while that read is blocked wakes it through this replica's own wake stream, which
+    the read includes: an XADD there returns the blocked XREAD at once, and a wake sent just
+    before the read began is still seen, because the wake stream is read from its last seen ID.
+    (A clustered Redis would need one such read per slot; this project runs one Redis.)
+    """
 
     def __init__(self, redis_url: str, timeline: Timeline, queue_limit: int) -> None:
         self._redis_url = redis_url
         self._timeline = timeline
         self._queue_limit = queue_limit
         self._feeds: dict[str, RoomFeed] = {}
+        self._streams: dict[str, RoomFeed] = {}  # timeline key -> feed
         self._lock = asyncio.Lock()
         self._pubsub_redis = create_redis(redis_url, socket_timeout=None)
         self._pubsub = self._pubsub_redis.pubsub(ignore_subscribe_messages=True)
         self._pubsub_task: asyncio.Task[None] | None = None
         self._channels: dict[str, str] = {}  # channel -> room
+        self._feed_redis = create_redis(redis_url, socket_timeout=None)
+        self._feed_task: asyncio.Task[None] | None = None
+        self._wake_key = keys.feed_wake(uuid.uuid4().hex)
+        self._wake_last = "0-0"
+        self._version = 0  # bumped when a room is added
+        self._reading: int | None = None  # the version of the XREAD in flight
+        self._plan: tuple[list[RoomFeed], list[str]] = ([], [])
+        self._plan_version = -1
+        self._wake_sent = False
+        self._has_feeds = asyncio.Event()
+        self.reads = 0  # XREAD calls made (for tests)
 
     @property
     def rooms(self) -> list[str]:
@@ -139,13 +147,83 @@ class Hub:
             feed = self._feeds.get(room)
             if feed is None:
                 start = await self._timeline.last_id(room)
-                feed = RoomFeed(room, start, create_redis(self._redis_url, socket_timeout=None))
+                feed = RoomFeed(room, start)
                 self._feeds[room] = feed
-                feed.start()
+                self._streams[feed.stream] = feed
+                self._has_feeds.set()
+                await self._wake_reader(room)
                 await self._subscribe_live(room)
             sub = Subscriber(room, self._queue_limit)
             feed.subscribers.add(sub)
             return sub
+
+    async def _wake_reader(self, room: str) -> None:
+        self._version += 1
+        if self._feed_task is None:
+            self._feed_task = asyncio.create_task(self._read_feeds(), name="feed-reader")
+            return
+        if self._reading is None or self._reading == self._version or self._wake_sent:
+            return  # the next read includes the room, or a wake is already on its way
+        self._wake_sent = True
+        try:
+            pipe = self._feed_redis.pipeline(transaction=False)
+            pipe.xadd(self._wake_key, {"room": room}, maxlen=16, approximate=False)
+            pipe.expire(self._wake_key, 3600)  # a replica that dies leaves nothing behind
+            await pipe.execute()
+        except UNAVAILABLE_ERRORS as exc:  # the reader retries and re-reads every room
+            self._wake_sent = False
+            log.warning("feed_wake_failed", room=room, error=str(exc))
+
+    def _read_plan(self) -> tuple[list[RoomFeed], list[str]]:
+        """The feeds to read and their stream keys (rebuilt only when rooms come or go)."""
+        if self._plan_version != self._version or len(self._plan[0]) != len(self._feeds):
+            feeds = list(self._feeds.values())
+            self._plan = (feeds, [f.stream for f in feeds] + [self._wake_key])
+            self._plan_version = self._version
+        return self._plan
+
+    async def _read_feeds(self) -> None:
+        backoff = 0.05
+        while True:
+            if not self._feeds:
+                self._has_feeds.clear()
+                await self._has_feeds.wait()
+                continue
+            feeds, stream_keys = self._read_plan()
+            ids = [feed.last_id for feed in feeds]
+            ids.append(self._wake_last)
+            self._reading = self._version
+            self._wake_sent = False
+            started = time.monotonic()
+            try:
+                resp = await self._feed_redis.execute_command(  # type: ignore[no-untyped-call]
+                    "XREAD", "COUNT", 500, "BLOCK", 5000, "STREAMS", *stream_keys, *ids
+                )
+                backoff = 0.05
+            except UNAVAILABLE_ERRORS as exc:
+                metrics.FEED_ERRORS.inc()
+                log.warning("feed_redis_error", rooms=len(feeds), error=str(exc),
+                            retry_in=backoff)  # fmt: skip
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            finally:
+                self._reading = None
+            self.reads += 1
+            for stream, rows in cast(list[tuple[str, Rows]], resp or []):
+                if stream == self._wake_key:
+                    if rows:
+                        self._wake_last = rows[-1][0]
+                    continue
+                feed = self._streams.get(stream)
+                if feed is not None:
+                    feed.deliver(rows)
+            if resp:
+                # A read costs O(rooms) (client and Redis), whatever it returns: under load,
+                # let entries gather for a moment rather than read a few at a time. The pause
+                # grows with the rooms followed: 2 ms for 200 rooms or fewer, 50 ms at 5,000.
+                pause = min(0.05, max(0.002, len(feeds) * READ_PAUSE_PER_ROOM_S))
+                await asyncio.sleep(max(0.0, started + pause - time.monotonic()))
 
     async def unsubscribe(self, sub: Subscriber) -> None:
         async with self._lock:
@@ -155,7 +233,7 @@ class Hub:
             feed.subscribers.discard(sub)
             if not feed.subscribers:
                 del self._feeds[sub.room]
-                await feed.stop()
+                self._streams.pop(feed.stream, None)
                 await self._unsubscribe_live(sub.room)
 
     async def _subscribe_live(self, room: str) -> None:
@@ -213,9 +291,14 @@ class Hub:
 
     async def close(self) -> None:
         async with self._lock:
-            feeds, self._feeds = list(self._feeds.values()), {}
-        for feed in feeds:
-            await feed.stop()
+            self._feeds, self._streams = {}, {}
+        if self._feed_task is not None:
+            self._feed_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feed_task
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            await self._feed_redis.delete(self._wake_key)
+        await self._feed_redis.aclose()
         if self._pubsub_task is not None:
             self._pubsub_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
