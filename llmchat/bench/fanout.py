@@ -9,13 +9,15 @@ against ``baseline_server`` (websockets + Redis pub/sub, none of our logic) in t
 Redis commands per delivered message are also measured with 1, 2 and 3 chat-service replicas.
 
 The load generator is raw ``websockets`` asyncio connections in a few processes (no
-compression, no keep-alive pings), on the same machine as the server.
+compression, no pings of their own; they answer the servers' keep-alive pings), on the same
+machine as the server. Connections closed during the run are counted by who closed them, close
+code and reason; a room whose sender was closed posts from another open client of the room;
+posts that could not be sent are counted: all three are reported next to the table.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -78,16 +80,28 @@ class LoadSpec:
 
 async def _load(spec: LoadSpec, pipe: Connection) -> dict[str, Any]:
     import websockets  # noqa: PLC0415
+    from websockets.protocol import State  # noqa: PLC0415
 
     raise_nofile(65536)
     latencies: list[float] = []
     received = 0
     last_arrival = 0.0
     window = [float("inf"), float("inf")]
-    senders: dict[str, Any] = {}
+    senders: dict[str, Any] = {}  # room -> the connection that posts to it
+    by_room: dict[str, list[Any]] = {}
     conns: list[Any] = []
     sem = asyncio.Semaphore(64)
     failed = 0
+    finished = False
+    closes: list[tuple[str, int | None, str, float]] = []  # (closed by, code, reason, when)
+    lag_max = 0.0
+
+    async def watch_lag() -> None:  # how late the event loop runs a 50 ms timer
+        nonlocal lag_max
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.05)
+            lag_max = max(lag_max, time.monotonic() - t - 0.05)
 
     async def client(num: int, room: str) -> None:
         nonlocal received, failed, last_arrival
@@ -112,8 +126,9 @@ async def _load(spec: LoadSpec, pipe: Connection) -> dict[str, Any]:
             await ws.close()
             return
         conns.append(ws)
+        by_room.setdefault(room, []).append(ws)
         senders.setdefault(room, ws)
-        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+        try:
             async for raw in ws:
                 if not isinstance(raw, str) or not raw.startswith('{"type":"entry"'):
                     continue
@@ -126,6 +141,14 @@ async def _load(spec: LoadSpec, pipe: Connection) -> dict[str, Any]:
                     received += 1
                     last_arrival = now
                     latencies.append(now - sent)
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        except Exception as exc:  # a frame the load generator can't read: report, don't hide
+            closes.append(("load generator", None, type(exc).__name__, time.time()))
+            await ws.close()
+            return
+        if not finished:  # closed during the run (the end-of-run cancel never gets here)
+            closes.append((_closer(ws), ws.close_code, ws.close_reason or "", time.time()))
 
     tasks = [asyncio.create_task(client(n, r)) for n, r in spec.clients]
     while len(conns) + failed < len(spec.clients):  # noqa: ASYNC110 - a simple bounded poll
@@ -135,19 +158,36 @@ async def _load(spec: LoadSpec, pipe: Connection) -> dict[str, Any]:
     start = float(go)
     await asyncio.sleep(max(0.0, start - time.time()))
     window[0], window[1] = start, start + spec.duration
+    lag = asyncio.create_task(watch_lag())
     sent_per_room: dict[str, int] = {}
+    send_failures: dict[str, int] = {}  # reason -> posts that could not be sent
+    sender_switches = 0
     rooms = sorted(senders)
     sent = 0
     while rooms and time.time() < window[1]:
         due = int((time.time() - start) * spec.rate) - sent
         for _ in range(max(0, due)):
             room = rooms[sent % len(rooms)]
+            sent += 1
+            ws = senders[room]
+            if ws.state is not State.OPEN:  # the room's sender was closed: post from another
+                ws = next((c for c in by_room[room] if c.state is State.OPEN), None)
+                if ws is None:
+                    send_failures["no open client in the room"] = (
+                        send_failures.get("no open client in the room", 0) + 1
+                    )
+                    continue
+                senders[room] = ws
+                sender_switches += 1
             text = f"t={time.time():.6f} fanout"
             frame = json.dumps({"type": "post", "id": uuid.uuid4().hex, "text": text})
-            with contextlib.suppress(Exception):
-                await senders[room].send(frame)
-                sent_per_room[room] = sent_per_room.get(room, 0) + 1
-            sent += 1
+            try:
+                await ws.send(frame)
+            except Exception as exc:  # counted and reported, never hidden
+                key = type(exc).__name__
+                send_failures[key] = send_failures.get(key, 0) + 1
+                continue
+            sent_per_room[room] = sent_per_room.get(room, 0) + 1
         await asyncio.sleep(0.005)
     # drain: until nothing new arrives for a second (at most 30 s)
     deadline = time.time() + 30
@@ -155,7 +195,9 @@ async def _load(spec: LoadSpec, pipe: Connection) -> dict[str, Any]:
     while time.time() < deadline and received != last:
         last = received
         await asyncio.sleep(1.0)
-    open_now = sum(1 for ws in conns if ws.state.name == "OPEN")
+    open_now = sum(1 for ws in conns if ws.state is State.OPEN)
+    finished = True
+    lag.cancel()
     for task in tasks:
         task.cancel()
     return {
@@ -166,8 +208,23 @@ async def _load(spec: LoadSpec, pipe: Connection) -> dict[str, Any]:
         "start": start,
         "last_arrival": last_arrival,
         "sent_per_room": sent_per_room,
+        "send_failures": send_failures,
+        "sender_switches": sender_switches,
+        "closes": [(by, code, reason, when - start) for by, code, reason, when in closes],
+        "loop_lag_max_ms": lag_max * 1000,
         "latencies": latencies,
     }
+
+
+def _closer(ws: Any) -> str:
+    """Who closed a connection: the side whose close frame came first, or ``lost`` (no closing
+    handshake: the TCP connection ended or was aborted)."""
+    proto = ws.protocol
+    if proto.close_rcvd is not None and proto.close_rcvd_then_sent is not False:
+        return "server"
+    if proto.close_sent is not None:
+        return "client"
+    return "lost"
 
 
 def _child(spec: LoadSpec, pipe: Connection) -> None:
@@ -243,6 +300,14 @@ def _run_load(
         for room, n in r["sent_per_room"].items():
             sent_per_room[room] = sent_per_room.get(room, 0) + n
     expected = sum(n * members.get(room, 0) for room, n in sent_per_room.items())
+    closes: dict[tuple[str, int | None, str], list[float]] = {}
+    for r in results:
+        for by, code, reason, when in r["closes"]:
+            closes.setdefault((by, code, reason), []).append(when)
+    send_failures: dict[str, int] = {}
+    for r in results:
+        for why, n in r["send_failures"].items():
+            send_failures[why] = send_failures.get(why, 0) + n
     received = sum(r["received"] for r in results)
     # deliveries per second over the load window, or until the last delivery if they lagged
     span = max([s.duration, *(r["last_arrival"] - r["start"] for r in results if r["received"])])
@@ -260,6 +325,22 @@ def _run_load(
         "p99_ms": percentile(latencies, 99) * 1000,
         "max_ms": max(latencies) * 1000 if latencies else float("nan"),
         "rss_connected": rss_connected,
+        # connections closed before the end of the run, by (closed by, code, reason); ``at_s``
+        # is seconds since the load started (negative: while the clients were connecting)
+        "closed_during_run": sum(len(w) for w in closes.values()),
+        "closes": [
+            {
+                "by": by,
+                "code": code,
+                "reason": reason,
+                "count": len(w),
+                "at_s": [round(min(w), 1), round(max(w), 1)],
+            }
+            for (by, code, reason), w in sorted(closes.items(), key=lambda kv: -len(kv[1]))
+        ],
+        "send_failures": send_failures,  # posts due but not sent, by reason
+        "sender_switches": sum(r["sender_switches"] for r in results),
+        "loadgen_loop_lag_max_ms": max(r["loop_lag_max_ms"] for r in results),
     }
 
 
@@ -344,6 +425,22 @@ def _scenarios(quick: bool, clients: int | None, rooms: int | None, rate: float 
         Scenario("rate-1k", 1000, 500, 1000, d),
         Scenario("throughput", 1000, 10, 300, d),
     ]
+
+
+def _health(r: dict[str, Any]) -> str:
+    """One line: connections closed during the run (by whom, why, when), failed sends."""
+    kinds = ", ".join(
+        f"{c['count']} by {c['by']} {c['code']} {c['reason'] or '(no reason)'} "
+        f"at {c['at_s'][0]:g}..{c['at_s'][1]:g} s"
+        for c in r["closes"][:3]
+    )
+    line = f"closed during the run: {r['closed_during_run']}" + (f" ({kinds})" if kinds else "")
+    failed = sum(r["send_failures"].values())
+    why = ", ".join(f"{n} {k}" for k, n in r["send_failures"].items())
+    line += f"; posts not sent: {failed}" + (f" ({why})" if why else "")
+    if r["sender_switches"]:
+        line += f"; senders replaced by another client of the room: {r['sender_switches']}"
+    return line + f"; load-generator loop lag max {r['loadgen_loop_lag_max_ms']:.0f} ms"
 
 
 def run_suite(  # noqa: PLR0917 - mirrors the command's flags
@@ -431,6 +528,8 @@ def run_suite(  # noqa: PLR0917 - mirrors the command's flags
     ]
     if srows:
         show_table("Redis commands vs chat-service replicas", sheaders, srows)
+    health = [f"- {r['scenario']['name']}, {r['server']}: {_health(r)}" for r in results]
+    console.print("\n".join(health), markup=False, highlight=False)
     data = {"scenarios": results, "replica_scaling": scale_results, "load_processes": nprocs}
     md = (
         f"Load: {nprocs} load-generator processes of raw `websockets` clients on the same "
@@ -440,6 +539,8 @@ def run_suite(  # noqa: PLR0917 - mirrors the command's flags
         "so a server that falls behind is not credited for what it delivers late. KiB/conn = "
         "server RSS growth while the clients connected / clients.\n\n"
         + md_table(headers, rows)
+        + "\n\nConnections and posts:\n\n"
+        + "\n".join(health)
         + "\n\n## Redis commands per delivered message vs replicas\n\n"
         + (md_table(sheaders, srows) if srows else "(not run)")
         + "\n"
