@@ -20,7 +20,7 @@ from typing import Any, Literal, cast
 
 from chat_service import metrics
 from llmchat import keys
-from llmchat.ids import is_after
+from llmchat.ids import parse_stream_id
 from llmchat.logs import get_logger
 from llmchat.models import Entry
 from llmchat.redis_conn import UNAVAILABLE_ERRORS, create_redis
@@ -34,6 +34,7 @@ class WireEntry:
     """A live timeline entry, its ``entry`` frame serialised once per replica (not per client)."""
 
     id: str
+    key: tuple[int, int]  # the id parsed once, so each client compares tuples, not strings
     ts: float
     text: str
 
@@ -85,10 +86,12 @@ class RoomFeed:
 
     def deliver(self, rows: Rows) -> None:
         """Hand the entries after ``last_id`` to every subscriber (each serialised once)."""
+        last = parse_stream_id(self.last_id)
         for sid, fields in rows:
-            if not is_after(sid, self.last_id):  # read by an XREAD from before a re-subscribe
+            key = parse_stream_id(sid)
+            if key <= last:  # read by an XREAD from before a re-subscribe
                 continue
-            self.last_id = sid
+            self.last_id, last = sid, key
             try:
                 entry = decode_entry(self.room, sid, fields)
             except (ValueError, KeyError) as exc:  # a foreign or corrupt entry
@@ -97,7 +100,7 @@ class RoomFeed:
             if not self.subscribers:
                 continue
             frame = {"type": "entry", "entry": entry.model_dump(mode="json")}
-            item: Item = ("wire", WireEntry(entry.id, entry.ts, wire_json(frame)))
+            item: Item = ("wire", WireEntry(entry.id, key, entry.ts, wire_json(frame)))
             for sub in tuple(self.subscribers):
                 sub.push(item)
 

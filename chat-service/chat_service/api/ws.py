@@ -27,7 +27,7 @@ from chat_service.hub import Subscriber, WireEntry
 from chat_service.protocol import FrameError, PingFrame, error_frame, parse_client_frame
 from chat_service.state import ServiceState
 from llmchat.auth import WS_PROTOCOL, bearer, token_from_subprotocols
-from llmchat.ids import is_after, parse_stream_id
+from llmchat.ids import parse_stream_id
 from llmchat.logs import get_logger
 from llmchat.models import Entry, EntryKind, Member, NewEntry, Room
 from llmchat.ratelimit import RateLimitedError
@@ -181,7 +181,7 @@ class _Session:
         self.max_bytes = room_max_bytes(state, room)
         self.member = member
         self.sub = sub
-        self.last_sent: str | None = None
+        self.last_key: tuple[int, int] | None = None  # the stream id of the last entry sent
 
     async def run(self, cursor: str | None) -> None:
         tasks = [
@@ -206,20 +206,21 @@ class _Session:
                 log.error("ws_session_error", room=self.room, error=repr(exc))
 
     async def _send_entry(self, entry: Entry, live: bool) -> None:
-        if self.last_sent is not None and not is_after(entry.id, self.last_sent):
+        key = parse_stream_id(entry.id)
+        if self.last_key is not None and key <= self.last_key:
             return
         await self.ws.send_json(entry_frame(entry))
-        self.last_sent = entry.id
+        self.last_key = key
         metrics.DELIVERED.inc()
         if live:
             metrics.MESSAGE_LATENCY.observe(max(0.0, time.time() - entry.ts))
 
     async def _send_wire(self, wire: WireEntry) -> None:
         """A live entry, already serialised by the room's feed."""
-        if self.last_sent is not None and not is_after(wire.id, self.last_sent):
+        if self.last_key is not None and wire.key <= self.last_key:
             return
         await self.ws.send_text(wire.text)
-        self.last_sent = wire.id
+        self.last_key = wire.key
         metrics.DELIVERED.inc()
         metrics.MESSAGE_LATENCY.observe(max(0.0, time.time() - wire.ts))
 
@@ -230,7 +231,7 @@ class _Session:
                 await self._send_entry(entry, live=False)
             return
         after = cursor
-        self.last_sent = cursor
+        self.last_key = parse_stream_id(cursor)
         page = self.state.settings.page_limit
         while True:
             entries = await tl.read_after(self.room, after, page)
