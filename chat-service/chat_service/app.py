@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chat_service import metrics
 from chat_service.api import auth, health, messages, rooms, standings, ws
 from chat_service.api.errors import error_response, install
+from chat_service.gc_policy import GcPolicy
 from chat_service.hub import Hub
 from chat_service.settings import ChatServiceSettings
 from chat_service.state import ServiceState
@@ -199,6 +200,9 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
         )
         app.state.service = state
         watcher = asyncio.create_task(_watch_redis(state))
+        gc_policy = GcPolicy(lambda: state.hub.stats()["subscribers"])
+        if settings.gc_freeze:
+            gc_policy.start()
         log.info("chat_service_started", replica=replica, redis=redact_url(settings.redis_url))
         try:
             yield
@@ -206,6 +210,7 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await gc_policy.stop()
             await state.hub.close()
             await redis.aclose()
 

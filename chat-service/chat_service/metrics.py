@@ -27,3 +27,12 @@ AUTH_FAILURES = Counter(
 RATE_LIMITED = Counter(
     name("rate_limited_total"), "Actions refused by a rate limit, by scope.", ["scope"]
 )
+GC_PAUSE = Histogram(
+    name("gc_pause_seconds"),
+    "Garbage-collection pauses of the process, by generation (the event loop stops meanwhile).",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+GC_FROZEN = Gauge(
+    name("gc_frozen_objects"), "Objects moved out of the collector's sight (see gc_policy.py)."
+)

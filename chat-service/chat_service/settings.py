@@ -35,6 +35,12 @@ class ChatServiceSettings(ComponentSettings):
         description="Model replies in a row (models @mentioning models) before a person speaks.",
     )
 
+    gc_freeze: bool = Field(
+        default=True,
+        description="Freeze objects that survive a full garbage collection, so that later ones "
+        "skip the long-lived connections' objects (short pauses with thousands of clients; see "
+        "chat_service/gc_policy.py).",
+    )
     ws_impl: Literal["websockets", "websockets-sansio", "wsproto"] = Field(
         default="websockets",
         description="uvicorn's WebSocket implementation (see `llmchat bench fanout`).",
