@@ -18,6 +18,7 @@ posts that could not be sent are counted: all three are reported next to the tab
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import multiprocessing as mp
 import os
@@ -84,6 +85,7 @@ async def _load(spec: LoadSpec, pipe: Connection) -> dict[str, Any]:
 
     raise_nofile(65536)
     latencies: list[float] = []
+    slowest: list[tuple[float, float]] = []  # heap of (latency, send time)
     received = 0
     last_arrival = 0.0
     window = [float("inf"), float("inf")]
@@ -141,6 +143,10 @@ async def _load(spec: LoadSpec, pipe: Connection) -> dict[str, Any]:
                     received += 1
                     last_arrival = now
                     latencies.append(now - sent)
+                    if len(slowest) < 20:
+                        heapq.heappush(slowest, (now - sent, sent))
+                    elif now - sent > slowest[0][0]:
+                        heapq.heapreplace(slowest, (now - sent, sent))
         except websockets.exceptions.ConnectionClosed:
             pass
         except Exception as exc:  # a frame the load generator can't read: report, don't hide
@@ -213,6 +219,7 @@ async def _load(spec: LoadSpec, pipe: Connection) -> dict[str, Any]:
         "closes": [(by, code, reason, when - start) for by, code, reason, when in closes],
         "loop_lag_max_ms": lag_max * 1000,
         "latencies": latencies,
+        "slowest": [(round(lat * 1000, 1), round(at - start, 3)) for lat, at in slowest],
     }
 
 
@@ -295,6 +302,8 @@ def _run_load(
             if proc.is_alive():
                 proc.kill()
     latencies = [x for r in results for x in r["latencies"]]
+    # the 20 slowest deliveries: (latency ms, when the message was sent, s into the window)
+    slowest = sorted((x for r in results for x in r["slowest"]), reverse=True)[:20]
     sent_per_room: dict[str, int] = {}
     for r in results:
         for room, n in r["sent_per_room"].items():
@@ -324,6 +333,7 @@ def _run_load(
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "max_ms": max(latencies) * 1000 if latencies else float("nan"),
+        "slowest": slowest,
         "rss_connected": rss_connected,
         # connections closed before the end of the run, by (closed by, code, reason); ``at_s``
         # is seconds since the load started (negative: while the clients were connecting)
