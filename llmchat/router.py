@@ -195,7 +195,6 @@ class Router:
     """Stores messages and enqueues the models' jobs, atomically."""
 
     def __init__(self, redis: aioredis.Redis, timeline: Timeline, max_model_streak: int = 3):
-        self._redis = redis
         self._timeline = timeline
         # A post's reads and its script go through the client's batcher: concurrent posts share
         # round trips (see llmchat/batching.py).

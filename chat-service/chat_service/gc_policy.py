@@ -121,10 +121,12 @@ class GcPolicy:
             self.step()
 
     async def stop(self) -> None:
+        if self._task is None:  # never started: nothing of ours to undo
+            return
         with contextlib.suppress(ValueError):
             gc.callbacks.remove(self._on_gc)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
         gc.unfreeze()

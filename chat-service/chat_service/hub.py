@@ -132,7 +132,7 @@ class Hub:
         self._feed_task: asyncio.Task[None] | None = None
         self._wake_key = keys.feed_wake(uuid.uuid4().hex)
         self._wake_last = "0-0"
-        self._version = 0  # bumped when a room is added
+        self._version = 0  # bumped whenever a room is added or removed
         self._reading: int | None = None  # the version of the XREAD in flight
         self._plan: tuple[list[RoomFeed], list[str]] = ([], [])
         self._plan_version = -1
@@ -153,6 +153,7 @@ class Hub:
                 feed = RoomFeed(room, start)
                 self._feeds[room] = feed
                 self._streams[feed.stream] = feed
+                self._version += 1
                 self._has_feeds.set()
                 await self._wake_reader(room)
                 await self._subscribe_live(room)
@@ -161,7 +162,6 @@ class Hub:
             return sub
 
     async def _wake_reader(self, room: str) -> None:
-        self._version += 1
         if self._feed_task is None:
             self._feed_task = asyncio.create_task(self._read_feeds(), name="feed-reader")
             return
@@ -179,7 +179,7 @@ class Hub:
 
     def _read_plan(self) -> tuple[list[RoomFeed], list[str]]:
         """The feeds to read and their stream keys (rebuilt only when rooms come or go)."""
-        if self._plan_version != self._version or len(self._plan[0]) != len(self._feeds):
+        if self._plan_version != self._version:
             feeds = list(self._feeds.values())
             self._plan = (feeds, [f.stream for f in feeds] + [self._wake_key])
             self._plan_version = self._version
@@ -237,6 +237,7 @@ class Hub:
             if not feed.subscribers:
                 del self._feeds[sub.room]
                 self._streams.pop(feed.stream, None)
+                self._version += 1
                 await self._unsubscribe_live(sub.room)
 
     async def _subscribe_live(self, room: str) -> None:
