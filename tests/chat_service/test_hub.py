@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 from chat_service.hub import Hub, Subscriber, WireEntry
@@ -15,10 +17,22 @@ from llmchat.timeline import Timeline
 from tests.support.procs import RedisServer
 
 
-async def _rooms(r: aioredis.Redis, names: list[str]) -> None:
+@contextlib.asynccontextmanager
+async def _hub(
+    redis_server: RedisServer, rooms: list[str], queue_limit: int
+) -> AsyncIterator[tuple[aioredis.Redis, Timeline, Hub]]:
+    """A Redis client, the rooms, a timeline and a hub, all closed afterwards."""
+    r = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     store = RoomStore(r)
-    for name in names:
+    for name in rooms:
         await store.create(RoomCreate(name=name))
+    tl = Timeline(r)
+    hub = Hub(redis_server.url, tl, queue_limit=queue_limit)
+    try:
+        yield r, tl, hub
+    finally:
+        await hub.close()
+        await r.aclose()
 
 
 async def _next_wire(sub: Subscriber, timeout: float = 3.0) -> WireEntry:
@@ -32,11 +46,7 @@ async def _next_wire(sub: Subscriber, timeout: float = 3.0) -> WireEntry:
 async def test_a_room_added_while_the_read_blocks_is_followed_at_once(
     redis_server: RedisServer,
 ) -> None:
-    r = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    await _rooms(r, ["a", "b"])
-    tl = Timeline(r)
-    hub = Hub(redis_server.url, tl, queue_limit=100)
-    try:
+    async with _hub(redis_server, ["a", "b"], queue_limit=100) as (_, tl, hub):
         sub_a = await hub.subscribe("a")
         await asyncio.sleep(0.3)  # the reader is now blocked on room a alone (5 s block)
         sub_b = await hub.subscribe("b")
@@ -47,20 +57,13 @@ async def test_a_room_added_while_the_read_blocks_is_followed_at_once(
         assert got.id == stored.id and '"hello b"' in got.text
         assert took < 1.0, f"room b's first entry took {took:.2f} s: the blocked read was not woken"
         assert sub_a.queue.empty()
-    finally:
-        await hub.close()
-        await r.aclose()
 
 
 async def test_a_burst_across_many_rooms_is_read_in_few_round_trips(
     redis_server: RedisServer,
 ) -> None:
-    r = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     names = [f"room{i}" for i in range(100)]
-    await _rooms(r, names)
-    tl = Timeline(r)
-    hub = Hub(redis_server.url, tl, queue_limit=100)
-    try:
+    async with _hub(redis_server, names, queue_limit=100) as (r, _, hub):
         subs = {name: await hub.subscribe(name) for name in names}
         await asyncio.sleep(0.3)
         reads_before = hub.reads
@@ -76,19 +79,12 @@ async def test_a_burst_across_many_rooms_is_read_in_few_round_trips(
         reads = hub.reads - reads_before
         assert reads < 100, f"{reads} timeline reads for 100 rooms: the read is not multiplexed"
         assert hub.stats() == {"rooms": 100, "subscribers": 100}
-    finally:
-        await hub.close()
-        await r.aclose()
 
 
 async def test_leaving_and_rejoining_a_room_neither_repeats_nor_loses_entries(
     redis_server: RedisServer,
 ) -> None:
-    r = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    await _rooms(r, ["c", "keep"])
-    tl = Timeline(r)
-    hub = Hub(redis_server.url, tl, queue_limit=1000)
-    try:
+    async with _hub(redis_server, ["c", "keep"], queue_limit=1000) as (_, tl, hub):
         await hub.subscribe("keep")  # keeps the reader busy with another room
         first = await hub.subscribe("c")
         before = (await tl.append("c", NewEntry(author="x", text="one"))).entry
@@ -103,6 +99,3 @@ async def test_leaving_and_rejoining_a_room_neither_repeats_nor_loses_entries(
         assert got == [e.id for e in after]  # only what came after the new subscription
         await asyncio.sleep(0.2)
         assert again.queue.empty()
-    finally:
-        await hub.close()
-        await r.aclose()
