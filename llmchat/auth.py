@@ -103,6 +103,11 @@ def is_admin_credential(presented: str, admin_token: str | None) -> bool:
     return hmac.compare_digest(presented.encode("utf-8"), admin_token.encode("utf-8"))
 
 
+def authorization(token: str) -> dict[str, str]:
+    """The ``Authorization`` header that presents ``token`` (what :func:`bearer` reads)."""
+    return {"Authorization": f"Bearer {token}"}
+
+
 def bearer(header: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, or None."""
     if not header:

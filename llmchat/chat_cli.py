@@ -28,6 +28,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from llmchat.auth import authorization
 from llmchat.client import ClientError, RoomClient
 
 KIND_STYLE = {
@@ -132,10 +133,6 @@ def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | Non
     loop.call_soon_threadsafe(queue.put_nowait, None)
 
 
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 class NoServiceError(RuntimeError):
     """No chat-service address answered."""
 
@@ -158,7 +155,7 @@ async def _call(
                     method,
                     f"{url.rstrip('/')}/api/v1{path}",
                     json=body,
-                    headers=_auth(token) if token else None,
+                    headers=authorization(token) if token else None,
                 )
             except httpx.TransportError as exc:
                 problems.append(f"{url}: {exc!r}")

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from llmchat.auth import authorization
 from llmchat.ids import is_after
 from llmchat.logs import get_logger
 
@@ -95,7 +96,7 @@ class RoomClient:
         return url
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return authorization(self.token) if self.token else {}
 
     async def start(self, timeout: float = 10.0) -> None:
         self._task = asyncio.create_task(self._run())

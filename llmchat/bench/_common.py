@@ -34,6 +34,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from llmchat.auth import authorization
 from llmchat.local.credentials import UNLIMITED_ENV, LocalCredentials
 
 console = Console()
@@ -159,11 +160,6 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(5)
-
-
-def bearer(token: str) -> dict[str, str]:
-    """The ``Authorization`` header for a token (every chat-service call needs one)."""
-    return {"Authorization": f"Bearer {token}"}
 
 
 LIMITS_OFF_NOTE = (
@@ -324,7 +320,9 @@ def workdir(keep: Path | None = None) -> Iterator[Path]:
 def make_room(base_url: str, name: str, mode: str, models: list[str], *, admin_token: str) -> None:
     """Create a room (with the admin credential)."""
     body = {"name": name, "mode": mode, "models": [{"name": m} for m in models]}
-    r = httpx.post(base_url + "/api/v1/rooms", json=body, headers=bearer(admin_token), timeout=10)
+    r = httpx.post(
+        base_url + "/api/v1/rooms", json=body, headers=authorization(admin_token), timeout=10
+    )
     if r.status_code not in (200, 201):
         raise RuntimeError(f"could not create room {name}: {r.status_code} {r.text}")
 

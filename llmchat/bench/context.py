@@ -23,9 +23,9 @@ from typing import Annotated, Any
 import typer
 import websockets
 
+from llmchat.auth import authorization
 from llmchat.bench._common import (
     Procs,
-    bearer,
     console,
     default_out,
     fmt,
@@ -116,7 +116,9 @@ async def _conversation(
 ) -> list[Turn]:
     url = base.replace("http", "ws", 1) + f"/api/v1/rooms/{room}/ws?cursor=0-0"
     out: list[Turn] = []
-    async with websockets.connect(url, max_size=2**24, additional_headers=bearer(token)) as ws:
+    async with websockets.connect(
+        url, max_size=2**24, additional_headers=authorization(token)
+    ) as ws:
         welcome = json.loads(await ws.recv())
         assert welcome["type"] == "welcome", welcome
         for i in range(turns):

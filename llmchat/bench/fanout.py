@@ -33,10 +33,10 @@ from typing import Annotated, Any
 
 import typer
 
+from llmchat.auth import authorization
 from llmchat.bench._common import (
     Proc,
     Procs,
-    bearer,
     commandstats,
     console,
     default_out,
@@ -117,7 +117,7 @@ async def _load(spec: LoadSpec, pipe: Connection) -> dict[str, Any]:
                     max_size=2**20,
                     compression=None,
                     ping_interval=None,
-                    additional_headers=bearer(spec.creds.token(f"u{num}")),
+                    additional_headers=authorization(spec.creds.token(f"u{num}")),
                 )
                 first = json.loads(await ws.recv())
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException):

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from llmchat.auth import authorization
 from llmchat.local.credentials import UNLIMITED_ENV, LocalCredentials
 from llmchat.local.proxy import TcpBalancer
 from llmchat.local.supervisor import Child, Supervisor
@@ -203,7 +204,7 @@ class LocalSystem:
     async def leader(self, room: str) -> dict[str, Any] | None:
         """The room's ``/leader`` answer (None if chat-service did not answer)."""
         try:
-            admin = {"Authorization": f"Bearer {self.creds.admin_token}"}
+            admin = authorization(self.creds.admin_token)
             async with httpx.AsyncClient(timeout=3.0, headers=admin) as http:
                 r = await http.get(f"{self.url}/api/v1/rooms/{room}/leader")
                 if r.status_code == 200:

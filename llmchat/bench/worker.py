@@ -25,9 +25,9 @@ import httpx
 import typer
 import websockets
 
+from llmchat.auth import authorization
 from llmchat.bench._common import (
     Procs,
-    bearer,
     console,
     default_out,
     fmt,
@@ -77,7 +77,9 @@ def _rate(times: list[float]) -> float:
 
 async def _path_run(base: str, room: str, token: str, timeout: float) -> Run:
     url = base.replace("http", "ws", 1) + f"/api/v1/rooms/{room}/ws?cursor=0-0"
-    async with websockets.connect(url, max_size=2**24, additional_headers=bearer(token)) as ws:
+    async with websockets.connect(
+        url, max_size=2**24, additional_headers=authorization(token)
+    ) as ws:
         welcome = json.loads(await ws.recv())
         assert welcome["type"] == "welcome", welcome
         frame = {"type": "post", "id": f"bench-{room}", "text": MESSAGE}
@@ -143,7 +145,7 @@ async def _bench(
                 run = await _path_run(base, room, token, timeout=180)
                 bar.advance(task)
                 # the worker's prompt for this room, rebuilt from the stored timeline
-                async with httpx.AsyncClient(headers=bearer(token)) as http:
+                async with httpx.AsyncClient(headers=authorization(token)) as http:
                     r = await http.get(
                         f"{base}/api/v1/rooms/{room}/messages", params={"after": "0-0"}
                     )

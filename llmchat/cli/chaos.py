@@ -264,13 +264,15 @@ async def storm_room(
     may be lost."""
     import httpx
 
+    from llmchat.auth import authorization
+
     base = url.rstrip("/") + f"/api/v1/rooms/{room}"
     result = StormResult()
     started = time.monotonic()
     gate = asyncio.Semaphore(concurrency)
     run = uuid.uuid4().hex[:8]
     people = authors or [(author, token or "")]
-    heads = [{"Authorization": f"Bearer {t}"} if t else {} for _, t in people]
+    heads = [authorization(t) if t else {} for _, t in people]
     async with httpx.AsyncClient(timeout=timeout_s) as http:
         for (name, _), auth in zip(people, heads, strict=True):
             r = await http.post(base + "/members", json={"name": name}, headers=auth)

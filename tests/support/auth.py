@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from llmchat.auth import TokenSigner
+from llmchat.auth import TokenSigner, authorization
 
 TOKEN_SECRET = "test-signing-key-0123456789abcdef-0123456789"
 ADMIN_TOKEN = "test-admin-credential-0123456789"
@@ -33,8 +33,8 @@ def token(name: str) -> str:
 
 def headers(name: str) -> dict[str, str]:
     """``Authorization`` header for user ``name``."""
-    return {"Authorization": f"Bearer {token(name)}"}
+    return authorization(token(name))
 
 
 def admin_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    return authorization(ADMIN_TOKEN)
