@@ -24,6 +24,7 @@ from websockets.asyncio.client import ClientConnection
 from llmchat.auth import authorization
 from llmchat.ids import is_after
 from llmchat.logs import get_logger
+from llmchat.tasks import stop_task
 
 log = get_logger(__name__)
 
@@ -243,7 +244,4 @@ class RoomClient:
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await stop_task(self._task)

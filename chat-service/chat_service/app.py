@@ -29,6 +29,7 @@ from llmchat.redact import redact_url
 from llmchat.redis_conn import UNAVAILABLE_ERRORS, create_redis
 from llmchat.rooms import RoomStore
 from llmchat.router import Router
+from llmchat.tasks import stop_task
 from llmchat.timeline import Timeline
 from llmchat.users import UserStore
 
@@ -207,9 +208,7 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await stop_task(watcher)
             await gc_policy.stop()
             await state.hub.close()
             await redis.aclose()

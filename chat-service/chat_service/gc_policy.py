@@ -29,6 +29,7 @@ from typing import Any
 
 from chat_service import metrics
 from llmchat.logs import get_logger
+from llmchat.tasks import stop_task
 
 log = get_logger(__name__)
 
@@ -125,8 +126,6 @@ class GcPolicy:
             return
         with contextlib.suppress(ValueError):
             gc.callbacks.remove(self._on_gc)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await stop_task(self._task)
         self._task = None
         gc.unfreeze()

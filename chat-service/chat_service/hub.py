@@ -24,6 +24,7 @@ from llmchat.ids import parse_stream_id
 from llmchat.logs import get_logger
 from llmchat.models import Entry
 from llmchat.redis_conn import UNAVAILABLE_ERRORS, create_redis
+from llmchat.tasks import stop_task
 from llmchat.timeline import Rows, Timeline, decode_entry
 
 log = get_logger(__name__)
@@ -296,17 +297,11 @@ class Hub:
     async def close(self) -> None:
         async with self._lock:
             self._feeds, self._streams = {}, {}
-        if self._feed_task is not None:
-            self._feed_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._feed_task
+        await stop_task(self._feed_task)
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
             await self._feed_redis.delete(self._wake_key)
         await self._feed_redis.aclose()
-        if self._pubsub_task is not None:
-            self._pubsub_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pubsub_task
+        await stop_task(self._pubsub_task)
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._pubsub_redis.aclose()

@@ -47,6 +47,7 @@ from llmchat.ratings import RatingStore
 from llmchat.redact import redact_url
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.router import Fence, FencedError, Router
+from llmchat.tasks import stop_task
 from llmchat.timeline import Timeline
 
 log = get_logger(__name__)
@@ -187,9 +188,7 @@ class JudgeService:
                 for rnd in rounds:
                     await self.handle(rnd)
         finally:
-            holder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await holder
+            await stop_task(holder)
             if self.term is not None:
                 with contextlib.suppress(*UNAVAILABLE_ERRORS):
                     await self.lease.release(self.settings.consumer, self.term)

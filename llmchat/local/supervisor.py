@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmchat.logs import get_logger
+from llmchat.tasks import stop_tasks
 
 log = get_logger(__name__)
 
@@ -101,8 +102,4 @@ class Supervisor:
                         child.proc.kill()
                     await child.proc.wait()
             child.state = "stopped"
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)

@@ -27,6 +27,7 @@ from llmchat.redact import redact_url
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import RoomStore
 from llmchat.router import FencedError, Router
+from llmchat.tasks import stop_task, stop_tasks
 from llmchat.timeline import Timeline
 from model_worker import metrics
 from model_worker.affinity import Affinity
@@ -148,10 +149,7 @@ class Worker:
                 if jobs:
                     await self.handle(jobs)
         finally:
-            for task in (heartbeat, *electors):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_tasks((heartbeat, *electors))
             for elector in self.electors.values():
                 await elector.resign()
 
@@ -257,9 +255,9 @@ class Worker:
         finally:
             self.busy = False
             self.load = 0
-            renew.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renew
+            # cancelled again if it carries on: a lost cancel here once left the worker
+            # waiting for this loop for good (see llmchat.tasks)
+            await stop_task(renew)
             if self.affinity is not None:
                 with contextlib.suppress(*UNAVAILABLE_ERRORS):
                     await self.affinity.set_load(0)
@@ -289,9 +287,7 @@ class Worker:
                 elected = asyncio.create_task(self._elected.wait())
         finally:
             elected.cancel()
-        gen.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await gen
+        await stop_task(gen)
         metrics.JOBS.labels(self.name, "preempted").inc(len(jobs))
         log.info("turn_preempted", model=self.name, room=room, cut=turn.cut, reason="elected")
         return False

@@ -33,6 +33,7 @@ from llmchat.models import Entry, EntryKind, Member, NewEntry, Room
 from llmchat.ratelimit import RateLimitedError
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import NameTakenError
+from llmchat.tasks import stop_task, stop_tasks
 from llmchat.timeline import RoomNotFoundError
 
 from .deps import (
@@ -147,7 +148,9 @@ async def room_socket(
     try:
         await session.run(cursor)
     finally:
-        keeper.cancel()
+        # stopped for certain before the slot is released: a keeper that lost its cancel
+        # would hold the slot for ever (see llmchat.tasks)
+        await stop_task(keeper)
         metrics.WS_CONNECTIONS.dec()
         await state.hub.unsubscribe(sub)
         await _release(state, user, conn_id, True)
@@ -192,11 +195,7 @@ class _Session:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await stop_tasks(tasks)
         if tasks[2] in done:
             with contextlib.suppress(Exception):
                 await self.ws.close(CLOSE_TRY_AGAIN, "too far behind; reconnect with your cursor")
