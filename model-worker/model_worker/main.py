@@ -54,8 +54,10 @@ async def serve(settings: WorkerSettings) -> None:
             "busy": worker.busy,
             "leading": leading,
             "generations": worker.generations,
+            "backend_up": worker.healthy,
+            "stalled_s": round(worker.watchdog.overdue_s(), 1),
         }
-        return worker.healthy, details
+        return worker.serving(), details
 
     health = HealthServer("model-worker", settings.host, settings.port, ready)
     if settings.port:

@@ -26,6 +26,11 @@ GENERATIONS = Counter(name("generations_total"), "Generations by outcome.", ["mo
 JOBS = Counter(name("jobs_total"), "Jobs taken, by how they were handled.", ["model", "how"])
 TOKENS = Counter(name("generated_tokens_total"), "Text deltas generated.", ["model"])
 BACKEND_UP = Gauge(name("backend_up"), "1 while the model backend answers.", ["model"])
+STALLED = Gauge(
+    name("worker_stalled"),
+    "1 while the worker's job loop is stuck (it then gives up leadership and is not ready).",
+    ["model"],
+)
 
 ELECTIONS = Counter(
     name("elections_total"), "Leaders elected, by room and reason.", ["room", "reason"]

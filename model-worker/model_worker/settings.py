@@ -36,6 +36,15 @@ class WorkerSettings(ComponentSettings):
     batch: int = Field(default=200, ge=1, le=10_000, description="Jobs read at once (coalesced).")
     claim_idle_ms: int = Field(default=4000, ge=500, le=600_000)
     renew_interval_s: float = Field(default=1.0, gt=0, le=60)
+    stall_after_s: float = Field(
+        default=20.0,
+        ge=1,
+        le=3600,
+        description=(
+            "The job loop stuck this long (beyond a generation's own time limit): give up "
+            "leadership, stop the heartbeat and report not ready until it moves again."
+        ),
+    )
     record_prompt: bool = Field(
         default=False, description="Store each turn's prompt in the answer's meta (debugging)."
     )

@@ -42,6 +42,7 @@ from model_worker.elector import Elector
 from model_worker.jobs import Job, JobQueue, Stream
 from model_worker.prompt import build_prompt, clean_answer, stop_sequences
 from model_worker.settings import WorkerSettings
+from model_worker.watchdog import LoopWatchdog
 
 log = get_logger(__name__)
 
@@ -70,7 +71,8 @@ class Worker:
         self.generations = 0
         self.busy = False
         self.load = 0  # generations running (what affinity publishes)
-        self.healthy = True
+        self.healthy = True  # the backend answers
+        self.watchdog = LoopWatchdog(self.name, settings.stall_after_s)
         self._last_reclaim = 0.0
         timings = LeaseTimings(
             duration_s=settings.lease_duration_s,
@@ -96,7 +98,7 @@ class Worker:
                     fence_key=keys.room_lease(room),
                     timings=timings,
                     policy=ElectionPolicy(settings.hysteresis, settings.min_tenure_s),
-                    is_healthy=lambda: self.healthy,
+                    is_healthy=self.serving,
                 )
                 elector.on_elected = lambda r=room: self._on_elected(r)
                 self.electors[room] = elector
@@ -106,6 +108,10 @@ class Worker:
         # at a time)
         self._elected = asyncio.Event()
         self._streaming = False
+
+    def serving(self) -> bool:
+        """The backend answers and the job loop moves: fit to lead and to take jobs."""
+        return self.healthy and self.watchdog.overdue_s() == 0
 
     def _on_elected(self, room: str) -> None:
         self._claim_leader_now.add(room)
@@ -128,7 +134,10 @@ class Worker:
         # tokenizer, and elections need to know whether we can serve
         self.healthy = await self.backend.health()
         metrics.BACKEND_UP.labels(self.name).set(1 if self.healthy else 0)
+        self.watchdog.task = asyncio.current_task()
+        self.watchdog.beat()
         heartbeat = asyncio.create_task(self._heartbeat(stop))
+        watchdog = asyncio.create_task(self.watchdog.run())
         electors = [asyncio.create_task(e.run()) for e in self.electors.values()]
         log.info(
             "worker_started",
@@ -140,6 +149,7 @@ class Worker:
         )
         try:
             while not stop.is_set():
+                self.watchdog.beat()
                 try:
                     jobs = await self._next_jobs()
                 except UNAVAILABLE_ERRORS as exc:
@@ -149,7 +159,7 @@ class Worker:
                 if jobs:
                     await self.handle(jobs)
         finally:
-            await stop_tasks((heartbeat, *electors))
+            await stop_tasks((heartbeat, watchdog, *electors))
             for elector in self.electors.values():
                 await elector.resign()
 
@@ -202,7 +212,7 @@ class Worker:
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         """Expiring per-room liveness keys: elections leave out models whose keys lapsed."""
         while not stop.is_set():
-            if self.healthy:
+            if self.serving():
                 try:
                     pipe = self.redis.pipeline(transaction=False)
                     for room in self.settings.rooms:
@@ -242,6 +252,8 @@ class Worker:
     async def _turn(self, room: str, jobs: list[Job]) -> None:
         """Answer one turn at the newest cut of ``jobs``, renewing their claim meanwhile."""
         turn = newest(jobs)
+        # a turn may take as long as its generation is allowed to, on top of the usual bound
+        self.watchdog.beat(self.settings.generation_timeout_s)
         renew = asyncio.create_task(self._renew(jobs))
         self.busy = True
         try:
@@ -255,6 +267,7 @@ class Worker:
         finally:
             self.busy = False
             self.load = 0
+            self.watchdog.beat()
             # cancelled again if it carries on: a lost cancel here once left the worker
             # waiting for this loop for good (see llmchat.tasks)
             await stop_task(renew)
@@ -337,6 +350,7 @@ class Worker:
                     first = time.monotonic() - started
                     metrics.FIRST_TOKEN.labels(self.name).observe(first)
                 parts.append(delta)
+                self.watchdog.beat(self.settings.generation_timeout_s)
                 metrics.TOKENS.labels(self.name).inc()
                 await live.publish(
                     self.redis, room, {"type": "delta", "seq": len(parts), "text": delta, **base}
