@@ -63,8 +63,5 @@ async def stop_task(
 
 
 async def stop_tasks(tasks: Iterable[asyncio.Future[Any] | None]) -> None:
-    """``stop_task`` for several tasks at once (they are all cancelled before any is awaited)."""
-    pending = [t for t in tasks if t is not None]
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*(stop_task(t) for t in pending))
+    """``stop_task`` for several tasks at once."""
+    await asyncio.gather(*(stop_task(t) for t in tasks))
