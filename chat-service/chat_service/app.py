@@ -200,7 +200,7 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
             slots=ConnectionSlots(redis),
         )
         app.state.service = state
-        watcher = asyncio.create_task(_watch_redis(state))
+        watcher = asyncio.create_task(_watch_redis(state), name="redis-watcher")
         gc_policy = GcPolicy(lambda: state.hub.stats()["subscribers"])
         if settings.gc_freeze:
             gc_policy.start()

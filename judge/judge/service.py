@@ -164,7 +164,7 @@ class JudgeService:
         for room in self.settings.rooms:
             with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: already there
                 await self.redis.xgroup_create(keys.rounds(room), GROUP, id="0", mkstream=True)
-        holder = asyncio.create_task(self._hold_lease(stop))
+        holder = asyncio.create_task(self._hold_lease(stop), name="judge-lease")
         log.info(
             "judge_started",
             rooms=self.settings.rooms,

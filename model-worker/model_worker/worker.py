@@ -136,9 +136,12 @@ class Worker:
         metrics.BACKEND_UP.labels(self.name).set(1 if self.healthy else 0)
         self.watchdog.task = asyncio.current_task()
         self.watchdog.beat()
-        heartbeat = asyncio.create_task(self._heartbeat(stop))
-        watchdog = asyncio.create_task(self.watchdog.run())
-        electors = [asyncio.create_task(e.run()) for e in self.electors.values()]
+        heartbeat = asyncio.create_task(self._heartbeat(stop), name="heartbeat")
+        watchdog = asyncio.create_task(self.watchdog.run(), name="watchdog")
+        electors = [
+            asyncio.create_task(e.run(), name=f"elector-{room}")
+            for room, e in self.electors.items()
+        ]
         log.info(
             "worker_started",
             model=self.name,
@@ -254,7 +257,7 @@ class Worker:
         turn = newest(jobs)
         # a turn may take as long as its generation is allowed to, on top of the usual bound
         self.watchdog.beat(self.settings.generation_timeout_s)
-        renew = asyncio.create_task(self._renew(jobs))
+        renew = asyncio.create_task(self._renew(jobs), name=f"renew-{room}")
         self.busy = True
         try:
             self.load = 1
@@ -286,7 +289,7 @@ class Worker:
             log.info("turn_preempted", model=self.name, room=room, cut=turn.cut, reason="leading")
             return False
         self._elected.clear()
-        gen = asyncio.create_task(self._generate(room, turn, jobs))
+        gen = asyncio.create_task(self._generate(room, turn, jobs), name=f"generate-{room}")
         elected = asyncio.create_task(self._elected.wait())
         try:
             while True:

@@ -144,7 +144,7 @@ async def room_socket(
 
     metrics.WS_CONNECTIONS.inc()
     session = _Session(ws, state, found, member, sub)
-    keeper = asyncio.create_task(_keep_slot(state, user, conn_id))
+    keeper = asyncio.create_task(_keep_slot(state, user, conn_id), name="slot-keeper")
     try:
         await session.run(cursor)
     finally:
@@ -188,8 +188,8 @@ class _Session:
 
     async def run(self, cursor: str | None) -> None:
         tasks = [
-            asyncio.create_task(self._send_loop(cursor)),
-            asyncio.create_task(self._receive_loop()),
+            asyncio.create_task(self._send_loop(cursor), name="ws-send"),
+            asyncio.create_task(self._receive_loop(), name="ws-receive"),
             asyncio.create_task(self.sub.overflowed.wait()),
         ]
         try:
