@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from llmchat.metrics import render
 
-#: Returns (ready, details) for /readyz.
+#: Returns (ready, details) for /readyz, or (alive, details) for /healthz.
 ReadyFn = Callable[[], tuple[bool, dict[str, Any]]]
 
 
@@ -27,9 +27,14 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def health_app(component: str, ready: ReadyFn) -> Starlette:
+def health_app(component: str, ready: ReadyFn, alive: ReadyFn | None = None) -> Starlette:
+    """``alive``: when it says no, /healthz answers 503 and a liveness probe restarts the pod
+    (for a process that is up but stuck); without it /healthz is always ok."""
+
     async def healthz(_: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "component": component})
+        ok, details = alive() if alive is not None else (True, {})
+        body = {"status": "ok" if ok else "stuck", "component": component, **details}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     async def readyz(_: Request) -> JSONResponse:
         ok, details = ready()
@@ -46,9 +51,15 @@ def health_app(component: str, ready: ReadyFn) -> Starlette:
 
 
 class HealthServer:
-    def __init__(self, component: str, host: str, port: int, ready: ReadyFn) -> None:
+    def __init__(
+        self, component: str, host: str, port: int, ready: ReadyFn, alive: ReadyFn | None = None
+    ) -> None:
         config = uvicorn.Config(
-            health_app(component, ready), host=host, port=port, log_config=None, lifespan="off"
+            health_app(component, ready, alive),
+            host=host,
+            port=port,
+            log_config=None,
+            lifespan="off",
         )
         self._server = _QuietServer(config)
         self._task: asyncio.Task[None] | None = None

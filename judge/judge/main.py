@@ -13,6 +13,7 @@ from judge.settings import JudgeSettings
 from llmchat.health_server import HealthServer
 from llmchat.logs import configure_logging, get_logger
 from llmchat.redis_conn import create_redis
+from llmchat.tasks import stop_task
 
 log = get_logger(__name__)
 
@@ -48,9 +49,7 @@ async def serve(settings: JudgeSettings) -> None:
     stop.set()
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(asyncio.shield(run), 5)
-    run.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await run
+    await stop_task(run)
     if settings.port:
         await health.stop()
     await scorer.close()

@@ -7,9 +7,10 @@ import contextlib
 import signal
 from typing import Any
 
-from llmchat.health_server import HealthServer
+from llmchat.health_server import HealthServer, ReadyFn
 from llmchat.logs import configure_logging, get_logger
 from llmchat.redis_conn import create_redis
+from llmchat.tasks import stop_task
 from model_worker.backends import Backend, BackendSpec, create_backend
 from model_worker.settings import WorkerSettings
 from model_worker.worker import Worker
@@ -38,14 +39,10 @@ def backend_from_settings(settings: WorkerSettings) -> Backend:
     )
 
 
-async def serve(settings: WorkerSettings) -> None:
-    backend = backend_from_settings(settings)
-    redis = create_redis(settings.redis_url)
-    worker = Worker(settings, redis, backend)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+def probes(worker: Worker) -> tuple[ReadyFn, ReadyFn]:
+    """(/readyz, /healthz): ready while the backend answers and the job loop moves; alive
+    unless the loop has been stuck for twice its bound, when a liveness probe restarting the
+    process is the way out (it has already given up leadership at once the bound)."""
 
     def ready() -> tuple[bool, dict[str, Any]]:
         leading = [room for room, e in worker.electors.items() if e.leading]
@@ -59,7 +56,23 @@ async def serve(settings: WorkerSettings) -> None:
         }
         return worker.serving(), details
 
-    health = HealthServer("model-worker", settings.host, settings.port, ready)
+    def alive() -> tuple[bool, dict[str, Any]]:
+        overdue = worker.watchdog.overdue_s()
+        return overdue <= worker.watchdog.stall_after_s, {"stalled_s": round(overdue, 1)}
+
+    return ready, alive
+
+
+async def serve(settings: WorkerSettings) -> None:
+    backend = backend_from_settings(settings)
+    redis = create_redis(settings.redis_url)
+    worker = Worker(settings, redis, backend)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    health = HealthServer("model-worker", settings.host, settings.port, *probes(worker))
     if settings.port:
         health.start()
     run = asyncio.create_task(worker.run(stop))
@@ -67,9 +80,7 @@ async def serve(settings: WorkerSettings) -> None:
     stop.set()
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(asyncio.shield(run), 5)
-    run.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await run
+    await stop_task(run)
     if settings.port:
         await health.stop()
     await backend.close()

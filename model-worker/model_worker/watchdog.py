@@ -45,7 +45,8 @@ class LoopWatchdog:
         self.model = model
         self.stall_after_s = stall_after_s
         self._clock = clock
-        self._beat = clock()
+        self._beat: float | None = None  # not watching until the loop's first beat (start-up
+        # loads the model, which may take minutes)
         self._allowance = 0.0
         self.stalled = False  # as last reported
         self.task: asyncio.Task[Any] | None = None  # the loop watched (its stack goes in the log)
@@ -56,7 +57,9 @@ class LoopWatchdog:
         self._allowance = allowance_s
 
     def overdue_s(self) -> float:
-        """How far past its bound the loop's next beat is (0: on time)."""
+        """How far past its bound the loop's next beat is (0: on time, or not started)."""
+        if self._beat is None:
+            return 0.0
         return max(0.0, self._clock() - self._beat - self.stall_after_s - self._allowance)
 
     def check(self) -> bool:
@@ -66,7 +69,7 @@ class LoopWatchdog:
             log.warning(
                 "job_loop_stalled",
                 model=self.model,
-                still_for_s=round(self._clock() - self._beat, 1),
+                still_for_s=round(self._clock() - (self._beat or 0.0), 1),
                 awaiting=awaiting(self.task),
             )
         elif self.stalled and not stalled:

@@ -8,11 +8,14 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from model_worker.jobs import Job
+from model_worker.main import probes
 from model_worker.settings import WorkerSettings
 from model_worker.watchdog import LoopWatchdog, awaiting
 from model_worker.worker import Worker
 from prometheus_client import REGISTRY
+from starlette.testclient import TestClient
 
+from llmchat.health_server import health_app
 from llmchat.models import EntryKind, NewEntry, RoomCreate
 from llmchat.rooms import RoomStore
 from llmchat.router import Router
@@ -32,6 +35,9 @@ class FakeClock:
 def test_the_bound_counts_from_the_last_beat_plus_its_allowance() -> None:
     clock = FakeClock()
     dog = LoopWatchdog("ada", stall_after_s=5.0, clock=clock)
+    clock.now += 600  # not watching before the loop's first beat (the model may be loading)
+    assert dog.overdue_s() == 0
+    dog.beat()
     clock.now += 4.9
     assert dog.overdue_s() == 0 and not dog.check()
     clock.now += 0.2
@@ -161,3 +167,26 @@ async def _leads(workers: dict[str, Worker], room: str, name: str) -> bool:
     return workers[name].electors[room].leading and not any(
         w.electors[room].leading for n, w in workers.items() if n != name
     )
+
+
+def test_probes_say_not_ready_at_the_bound_and_not_alive_at_twice_it() -> None:
+    settings = WorkerSettings(model_name="ada", rooms=["r"], stall_after_s=10, elections=False)
+    redis = aioredis.Redis.from_url("redis://127.0.0.1:1/0")  # never contacted
+    worker = Worker(settings, redis, SlowBackend(0))
+    clock = FakeClock()
+    worker.watchdog = LoopWatchdog("ada", settings.stall_after_s, clock=clock)
+    worker.watchdog.beat()
+    client = TestClient(health_app("model-worker", *probes(worker)))
+
+    def status() -> tuple[int, int]:
+        return client.get("/readyz").status_code, client.get("/healthz").status_code
+
+    assert status() == (200, 200)
+    clock.now += 10.5  # past the bound: out of elections and not ready, still alive
+    assert status() == (503, 200)
+    assert client.get("/readyz").json()["stalled_s"] == 0.5
+    clock.now += 10.0  # twice the bound: a liveness probe restarts it
+    assert status() == (503, 503)
+    assert client.get("/healthz").json()["status"] == "stuck"
+    worker.watchdog.beat()  # it moved after all
+    assert status() == (200, 200)
