@@ -30,6 +30,7 @@ from rich.text import Text
 
 from llmchat.auth import authorization
 from llmchat.client import ClientError, RoomClient
+from llmchat.tasks import stop_task
 
 KIND_STYLE = {
     "human": "bold cyan",
@@ -323,7 +324,7 @@ async def chat(
                     view.note(f"error: {frame.get('message')}", style="bold red")
             errors_seen = len(client.errors)
     finally:
-        refresher.cancel()
+        await stop_task(refresher)
         if live is not None:
             live.stop()
         await client.close()

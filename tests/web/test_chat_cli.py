@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -26,7 +27,8 @@ class Terminal:
     """`llmchat chat` with a piped stdin, its output collected by a thread."""
 
     def __init__(self, *args: str) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+        # faulthandler: a client that does not exit is made to dump where it hangs (see exit_code)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "PYTHONFAULTHANDLER": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llmchat", "chat", *args],
             stdin=subprocess.PIPE,
@@ -66,6 +68,20 @@ class Terminal:
     def close_stdin(self) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
+
+    def exit_code(self, timeout: float = 10) -> int:
+        """Its exit status; one that does not exit in time dumps its threads' stacks (SIGABRT
+        with faulthandler on) and the test fails with its whole output."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+            time.sleep(0.2)  # the reader thread collects the dump
+            raise AssertionError(
+                f"the client did not exit within {timeout} s; its output:\n{self.out}"
+            ) from None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -119,7 +135,7 @@ def test_terminal_client_shows_history_live_entries_and_posts_lines(
     term.wait_for("alice: still here")
 
     term.close_stdin()  # Ctrl-D
-    assert term.proc.wait(10) == 0
+    assert term.exit_code(10) == 0
     assert "Traceback" not in term.out
     assert term.out.count("hello from the terminal") == 1
 
@@ -132,7 +148,7 @@ def test_terminal_client_leaves_cleanly_on_ctrl_c(
     term.wait_for("joined lobby as dave")
     assert "signed up" not in term.out
     term.proc.send_signal(signal.SIGINT)
-    assert term.proc.wait(10) == 0
+    assert term.exit_code(10) == 0
     term.wait_for("left the room")
     assert "Traceback" not in term.out
 
