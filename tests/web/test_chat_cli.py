@@ -29,14 +29,24 @@ class Terminal:
     def __init__(self, *args: str) -> None:
         # faulthandler: a client that does not exit is made to dump where it hangs (see exit_code)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "PYTHONFAULTHANDLER": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llmchat", "chat", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env=env,
-        )
+        # Ctrl-C as in a terminal: a shell starts a foreground command with SIGINT at its
+        # default, but the suite may itself run with SIGINT ignored (as a background job of a
+        # non-interactive shell does), and an ignored SIGINT is inherited
+        inherited = signal.getsignal(signal.SIGINT)
+        if inherited == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "llmchat", "chat", *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+            )
+        finally:
+            if inherited == signal.SIG_IGN:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.out = ""
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
