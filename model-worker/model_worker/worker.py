@@ -135,7 +135,6 @@ class Worker:
         self.healthy = await self.backend.health()
         metrics.BACKEND_UP.labels(self.name).set(1 if self.healthy else 0)
         self.watchdog.task = asyncio.current_task()
-        self.watchdog.beat()
         heartbeat = asyncio.create_task(self._heartbeat(stop), name="heartbeat")
         watchdog = asyncio.create_task(self.watchdog.run(), name="watchdog")
         electors = [
