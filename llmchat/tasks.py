@@ -14,8 +14,8 @@ remedy; asyncio has no helper that does that, hence this one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterable
+import signal
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from llmchat.logs import get_logger
@@ -38,9 +38,7 @@ async def stop_task(
     reads. A cancellation of the caller itself is passed on once the task is stopped, so
     stopping stays safe inside ``finally`` blocks of cancelled code.
     """
-    if task is None or task.done():
-        if task is not None and not task.cancelled():
-            task.exception()  # mark it retrieved: a failed loop is not "never retrieved"
+    if task is None:
         return 0
     cancels = 0
     caller_cancelled = False
@@ -55,8 +53,7 @@ async def stop_task(
         name = task.get_name() if isinstance(task, asyncio.Task) else repr(task)
         log.warning("task_cancel_swallowed", task=name, cancels=cancels, stopped=task.done())
     if task.done() and not task.cancelled():
-        with contextlib.suppress(BaseException):
-            task.exception()
+        task.exception()  # mark it retrieved: a failed loop is not "never retrieved"
     if caller_cancelled:
         raise asyncio.CancelledError
     return cancels
@@ -65,3 +62,23 @@ async def stop_task(
 async def stop_tasks(tasks: Iterable[asyncio.Future[Any] | None]) -> None:
     """``stop_task`` for several tasks at once."""
     await asyncio.gather(*(stop_task(t) for t in tasks))
+
+
+async def run_until_stopped(
+    main: Callable[[asyncio.Event], Coroutine[Any, Any, object]], *, grace_s: float = 5.0
+) -> None:
+    """Run a component's main loop until it ends or SIGTERM/SIGINT arrives; then set its stop
+    event, give it ``grace_s`` to finish and stop it. An error it ended with is raised."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(main(stop), name="main")
+    signalled = asyncio.create_task(stop.wait(), name="signals")
+    await asyncio.wait({task, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    await asyncio.wait({task}, timeout=grace_s)
+    await stop_task(signalled)
+    if task.done() and not task.cancelled():
+        task.result()
+    await stop_task(task)

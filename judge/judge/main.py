@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from typing import Any
 
 from judge.scorers import GeminiScorer, LocalScorer, Scorer
@@ -13,7 +11,7 @@ from judge.settings import JudgeSettings
 from llmchat.health_server import HealthServer
 from llmchat.logs import configure_logging, get_logger
 from llmchat.redis_conn import create_redis
-from llmchat.tasks import stop_task
+from llmchat.tasks import run_until_stopped
 
 log = get_logger(__name__)
 
@@ -33,10 +31,6 @@ async def serve(settings: JudgeSettings) -> None:
     scorer = scorer_from_settings(settings)
     redis = create_redis(settings.redis_url)
     service = JudgeService(settings, redis, scorer)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
     def ready() -> tuple[bool, dict[str, Any]]:
         return True, {"active": service.active, "judged": service.judged, "scorer": scorer.name}
@@ -44,12 +38,7 @@ async def serve(settings: JudgeSettings) -> None:
     health = HealthServer("judge", settings.host, settings.port, ready)
     if settings.port:
         health.start()
-    run = asyncio.create_task(service.run(stop))
-    await asyncio.wait([run, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-    stop.set()
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(asyncio.shield(run), 5)
-    await stop_task(run)
+    await run_until_stopped(service.run)
     if settings.port:
         await health.stop()
     await scorer.close()

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from typing import Any
 
 from llmchat.health_server import HealthServer, ReadyFn
 from llmchat.logs import configure_logging, get_logger
 from llmchat.redis_conn import create_redis
-from llmchat.tasks import stop_task
+from llmchat.tasks import run_until_stopped
 from model_worker.backends import Backend, BackendSpec, create_backend
 from model_worker.settings import WorkerSettings
 from model_worker.worker import Worker
@@ -67,20 +65,10 @@ async def serve(settings: WorkerSettings) -> None:
     backend = backend_from_settings(settings)
     redis = create_redis(settings.redis_url)
     worker = Worker(settings, redis, backend)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
     health = HealthServer("model-worker", settings.host, settings.port, *probes(worker))
     if settings.port:
         health.start()
-    run = asyncio.create_task(worker.run(stop))
-    await asyncio.wait([run, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-    stop.set()
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(asyncio.shield(run), 5)
-    await stop_task(run)
+    await run_until_stopped(worker.run)
     if settings.port:
         await health.stop()
     await backend.close()

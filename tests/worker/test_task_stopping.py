@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import signal
 import sys
 import time
 
+import pytest
 from model_worker.jobs import GROUP, Job, JobQueue
 
 from llmchat.redis_conn import UNAVAILABLE_ERRORS, create_redis
-from llmchat.tasks import MAX_CANCELS, RECANCEL_AFTER_S, stop_task, stop_tasks
+from llmchat.tasks import (
+    MAX_CANCELS,
+    RECANCEL_AFTER_S,
+    run_until_stopped,
+    stop_task,
+    stop_tasks,
+)
 from tests.support.procs import RedisServer
 
 
@@ -125,3 +134,33 @@ async def test_renewal_loops_on_real_redis_always_stop(redis_server: RedisServer
     pending = await redis.xpending(JobQueue.key("r", "m"), GROUP)
     assert pending["pending"] == 1  # the job itself is untouched by all that
     await redis.aclose()
+
+
+async def test_run_until_stopped_stops_on_sigterm_and_passes_on_a_crash() -> None:
+    seen: list[str] = []
+
+    async def graceful(stop: asyncio.Event) -> None:
+        await stop.wait()
+        seen.append("stopped gracefully")
+
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.1, os.kill, os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(run_until_stopped(graceful), 5)
+    assert seen == ["stopped gracefully"]
+
+    async def crashes(stop: asyncio.Event) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await asyncio.wait_for(run_until_stopped(crashes), 5)
+
+    async def ignores_stop(stop: asyncio.Event) -> None:
+        await stop.wait()
+        await asyncio.sleep(3600)  # past its grace: cancelled
+
+    loop.call_later(0.1, os.kill, os.getpid(), signal.SIGINT)
+    started = time.monotonic()
+    await asyncio.wait_for(run_until_stopped(ignores_stop, grace_s=0.2), 5)
+    assert time.monotonic() - started < 3
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
