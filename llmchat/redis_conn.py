@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import urlsplit
-
-import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -29,39 +24,14 @@ POOL_SIZE = 512
 POOL_WAIT_S = 5.0
 
 
-class HiredisPackingConnection(aioredis.Connection):
-    """redis-py's asyncio connection, with commands packed by hiredis instead of pure Python.
-
-    redis-py's synchronous connection packs with hiredis when it is installed; its asyncio one
-    does not. Under fan-out load, packing (above all the many-key XREAD of the room feeds) was
-    ~12 % of chat-service (py-spy). Same wire bytes, produced by redis-py's own hiredis packer.
-    """
-
-    _packer = HiredisRespSerializer()
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        name = args[0]
-        if isinstance(name, str) and " " in name:  # "SCRIPT LOAD" -> "SCRIPT", "LOAD"
-            args = (*name.split(), *args[1:])
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError:  # bytearray / memoryview arguments, or a type Redis cannot take:
-            packed: list[bytes] = self._packer.pack(*args)  # redis-py converts or says why
-            return packed
-
-
 def create_redis(url: str, *, socket_timeout: float | None = 5.0) -> aioredis.Redis:
     """A pooled asyncio client that decodes to ``str`` and retries briefly on connection errors.
 
     ``socket_timeout`` must be None (or longer than the block time) for clients used for
     blocking reads such as XREAD BLOCK.
     """
-    extra: dict[str, Any] = {}
-    if urlsplit(url).scheme == "redis":  # plain TCP (TLS and unix sockets keep their classes)
-        extra["connection_class"] = HiredisPackingConnection
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
-        **extra,
         max_connections=POOL_SIZE,
         timeout=POOL_WAIT_S,
         decode_responses=True,

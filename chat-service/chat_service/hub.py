@@ -303,7 +303,7 @@ class Hub:
         await self._feed_redis.aclose()
         await stop_task(self._pubsub_task)
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()
         await self._pubsub_redis.aclose()
 
     def stats(self) -> dict[str, int]:

@@ -240,6 +240,27 @@ class ModelWorker:
                     total += sample.value
         return total
 
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Wait for /readyz: the model is loaded and the job loop is taking jobs."""
+
+        def ready() -> bool:
+            self._ok()  # raises if the process died
+            try:
+                return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout, f"model-worker {self.consumer} ready\n{_tail(self.log_path)}")
+
+    def pause(self) -> None:
+        """SIGSTOP: the replica holds whatever job it has, and takes no other."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()

@@ -38,6 +38,16 @@ class Recorder:
         return [e for k, e in self.events if k == "entry" and e["kind"] == "model"]
 
 
+async def first_delta(rec: Recorder, timeout: float = 60) -> dict[str, Any]:
+    """The first live token delta recorded from now on (cleared events), waiting for it."""
+    async with asyncio.timeout(timeout):
+        while True:
+            for kind, event in rec.events:
+                if kind == "live" and event.get("type") == "delta":
+                    return event
+            await asyncio.sleep(0.02)
+
+
 async def test_all_room_same_cut_live_deltas_and_next_turn_context(
     service: ChatService, worker_factory: Callable[..., ModelWorker]
 ) -> None:
@@ -111,29 +121,42 @@ async def test_two_replicas_split_jobs_and_a_sigkilled_one_is_taken_over(
     env = {"LLMCHAT_MAX_TOKENS": "120", "LLMCHAT_CLAIM_IDLE_MS": "1500", "LLMCHAT_BATCH": "1"}
     w1 = worker_factory("ada", **env)
     w2 = worker_factory("ada", **env)
+    for w in (w1, w2):
+        w.wait_ready()
     rec = Recorder(service, "lobby", "alice")
     await rec.client.start()
 
-    # both replicas take jobs: post from several people at once
-    cuts = [(await rec.client.post(f"question {i}: say something"))["cursor"] for i in range(4)]
-    # every cut, not only the last: two replicas finish their turns in any order
+    # both replicas take jobs. Not left to luck (an idle replica may well take every job):
+    # the replica that starts answering the first question is frozen mid-answer (SIGSTOP),
+    # so the second question can only be answered by the other one.
+    first = await rec.client.post("question 0: say something")
+    busy_consumer = (await first_delta(rec))["worker"]
+    busy, other = (w1, w2) if busy_consumer == w1.consumer else (w2, w1)
+    busy.pause()
+    try:
+        second = await rec.client.post("question 1: say something")
+        await rec.client.wait_for(
+            lambda es: any(
+                e["kind"] == "model" and e["meta"]["cut"] == second["cursor"] for e in es
+            ),
+            timeout=120,
+        )
+    finally:
+        busy.resume()
+    # the first question is answered too (by its replica once thawed, or reclaimed by the other)
     await rec.client.wait_for(
-        lambda es: {e["meta"].get("cut") for e in es if e["kind"] == "model"} >= set(cuts),
+        lambda es: any(e["kind"] == "model" and e["meta"]["cut"] == first["cursor"] for e in es),
         timeout=120,
     )
-    workers_used = {a["meta"]["worker"] for a in rec.answers()}
-    assert workers_used == {w1.consumer, w2.consumer}, workers_used
+    by_cut = {a["meta"]["cut"]: a["meta"]["worker"] for a in rec.answers()}
+    assert by_cut[second["cursor"]] == other.consumer
+    assert {busy_consumer, by_cut[second["cursor"]]} == {w1.consumer, w2.consumer}
 
     # SIGKILL the replica generating the next answer, mid-generation
     rec.events.clear()
     ack = await rec.client.post("Tell me a long story about a lighthouse.")
-    async with asyncio.timeout(60):
-        while True:
-            starts = [e for k, e in rec.events if k == "live" and e.get("type") == "delta"]
-            if starts:
-                break
-            await asyncio.sleep(0.02)
-    victim = w1 if starts[0]["worker"] == w1.consumer else w2
+    generating = (await first_delta(rec))["worker"]
+    victim = w1 if generating == w1.consumer else w2
     survivor = w2 if victim is w1 else w1
     victim.kill()
     await rec.client.wait_for(

