@@ -35,10 +35,14 @@ python-check: ## Check that $(PYTHON) is the Python the project runs on (.python
 		exit 1; \
 	fi
 
-$(UV): tools/uv/requirements.txt
+# the path names uv's version, so a new pin installs anew; built aside and moved into place so
+# that concurrent makes (several checkouts on one machine) never see a half-installed uv
+$(UV):
 	@echo "==> installing uv $(UV_VERSION) into $(UV_HOME)"
-	@rm -rf $(UV_HOME) && $(PYTHON) -m venv $(UV_HOME)
-	@$(UV_HOME)/bin/python -m pip install -q --no-cache-dir --require-hashes --no-deps -r tools/uv/requirements.txt
+	@mkdir -p $(CACHE) && tmp=$$(mktemp -d $(UV_HOME).tmp.XXXXXX) && \
+	$(PYTHON) -m venv $$tmp && \
+	$$tmp/bin/python -m pip install -q --no-cache-dir --require-hashes --no-deps -r tools/uv/requirements.txt && \
+	{ mv -T $$tmp $(UV_HOME) 2>/dev/null || rm -rf $$tmp; }
 
 lock-check: python-check $(UV) ## Fail when pyproject.toml and uv.lock disagree
 	@$(UV) lock --check --offline -q 2>/dev/null || $(UV) lock --check -q || { \
