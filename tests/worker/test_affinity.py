@@ -7,9 +7,9 @@ import itertools
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
-from model_worker.backends.base import Backend, ChatMessage, estimate_tokens
+from model_worker.backends.base import Backend, ChatMessage, Generation, estimate_tokens
 from model_worker.main import backend_options
-from model_worker.prompt import build_prompt
+from model_worker.prompt import build_prompt, flatten
 from model_worker.settings import WorkerSettings
 from model_worker.worker import Worker
 
@@ -37,6 +37,7 @@ class SlowBackend(Backend):
         seed: int | None = None,
         timeout_s: float,
         stop: list[str] | None = None,
+        info: Generation | None = None,
     ) -> AsyncIterator[str]:
         await asyncio.sleep(self.delay)
         for word in ("fine", " thanks"):
@@ -125,21 +126,25 @@ def test_trimmed_transcript_start_moves_in_chunks_not_every_turn() -> None:
             budget_tokens=600,
             count_tokens=estimate_tokens,
         )
-        assert msgs[1].content.endswith(history[turn - 1].text.strip())
-        assert estimate_tokens(msgs[1].content) <= 600
-        starts.append(msgs[1].content.split("\n", 1)[0])
+        lines = flatten(msgs, "ada")
+        assert lines[-1].endswith(history[turn - 1].text.strip())
+        assert sum(estimate_tokens(line) for line in lines) <= 600
+        starts.append(lines[0])
     changes = sum(1 for a, b in itertools.pairwise(starts) if a != b)
     assert changes <= len(starts) // 3, changes  # exact trimming would move it every turn
     exact = [
-        build_prompt(
-            name="ada",
-            room="r",
-            system_prompt="",
-            entries=history[:turn],
-            budget_tokens=600,
-            count_tokens=estimate_tokens,
-            stable_prefix=False,
-        )[1].content.split("\n", 1)[0]
+        flatten(
+            build_prompt(
+                name="ada",
+                room="r",
+                system_prompt="",
+                entries=history[:turn],
+                budget_tokens=600,
+                count_tokens=estimate_tokens,
+                stable_prefix=False,
+            ),
+            "ada",
+        )[0]
         for turn in range(40, 121)
     ]
     assert sum(1 for a, b in itertools.pairwise(exact) if a != b) > changes

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from model_worker.backends.base import ChatMessage
+from model_worker.prompt import flatten
 
 from llmchat.client import RoomClient
 from tests.support.api import all_entries, make_room
@@ -38,6 +40,12 @@ class Recorder:
         return [e for k, e in self.events if k == "entry" and e["kind"] == "model"]
 
 
+def window(answer: dict[str, Any]) -> list[str]:
+    """The lines of the room an answer's recorded prompt showed (the same for every model)."""
+    messages = [ChatMessage.model_validate(m) for m in answer["meta"]["prompt"]]
+    return flatten(messages, answer["author"])
+
+
 async def first_delta(rec: Recorder, timeout: float = 60) -> dict[str, Any]:
     """The first live token delta recorded from now on (cleared events), waiting for it."""
     async with asyncio.timeout(timeout):
@@ -64,10 +72,9 @@ async def test_all_room_same_cut_live_deltas_and_next_turn_context(
     assert all(a["meta"]["cut"] == ack["cursor"] for a in first)
     assert all(a["text"].strip() for a in first)
     ada, bob = sorted(first, key=lambda a: a["author"])
-    # same cut, same context: identical apart from each model's own system message
-    assert ada["meta"]["prompt"][1:] == bob["meta"]["prompt"][1:]
+    # same cut, same window: the same lines (see model_worker.prompt), each model's own system
+    assert window(ada) == window(bob) == ["alice: Hello models, name a colour."]
     assert ada["meta"]["prompt"][0] != bob["meta"]["prompt"][0]
-    assert "Hello models, name a colour." in ada["meta"]["prompt"][1]["content"]
     # live deltas of each model arrived before its final entry
     for answer in first:
         final_at = rec.events.index(("entry", answer))
@@ -85,10 +92,15 @@ async def test_all_room_same_cut_live_deltas_and_next_turn_context(
     await rec.client.post("Thanks. Now name an animal.")
     await rec.client.wait_for(lambda es: sum(e["kind"] == "model" for e in es) == 4, timeout=90)
     second = rec.answers()[2:]
+    assert window(second[0]) == window(second[1])
     for answer in second:
-        context = answer["meta"]["prompt"][1]["content"]
-        assert f"ada: {ada['text'].strip()[:30]}" in context
-        assert f"bob: {bob['text'].strip()[:30]}" in context
+        lines = window(answer)
+        assert any(line.startswith(f"ada: {ada['text'].strip()[:30]}") for line in lines)
+        assert any(line.startswith(f"bob: {bob['text'].strip()[:30]}") for line in lines)
+        assert lines[-1] == "alice: Thanks. Now name an animal."
+        # its own earlier answer is its own (assistant) turn, the other's a user turn
+        roles = [m["role"] for m in answer["meta"]["prompt"]]
+        assert roles.count("assistant") == 1, roles
     await rec.client.close()
 
 

@@ -41,6 +41,21 @@ class ChatMessage(BaseModel):
     content: str
 
 
+@dataclass
+class Generation:
+    """What a backend tells about one `stream_chat` call once it ends (filled in as it goes).
+
+    ``finish_reason``: ``"stop"`` (the model ended its answer, or a stop sequence matched),
+    ``"length"`` (``max_tokens`` ran out: the answer is cut), or None when not known.
+    """
+
+    finish_reason: str | None = None
+
+    @property
+    def cut(self) -> bool:
+        return self.finish_reason == "length"
+
+
 class BackendError(Exception):
     """A backend failed in a way that is not one of the more specific errors below."""
 
@@ -112,11 +127,13 @@ class Backend(abc.ABC):
         seed: int | None = None,
         timeout_s: float,
         stop: list[str] | None = None,
+        info: Generation | None = None,
     ) -> AsyncIterator[str]:
         """Stream the assistant's reply as text deltas (implemented as an async generator).
 
         Raises `GenerationTimeout` once `timeout_s` (wall clock, from the call) is exceeded,
-        after yielding whatever was produced before the deadline.
+        after yielding whatever was produced before the deadline. ``info``, when given, gets
+        the finish reason once the stream ends.
         """
 
     @abc.abstractmethod

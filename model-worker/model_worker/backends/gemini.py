@@ -27,6 +27,7 @@ from model_worker.backends.base import (
     BackendError,
     BackendUnavailable,
     ChatMessage,
+    Generation,
     GenerationTimeout,
     ModelNotFound,
     RateLimited,
@@ -127,6 +128,7 @@ class GeminiBackend(Backend):
         seed: int | None = None,
         timeout_s: float,
         stop: list[str] | None = None,
+        info: Generation | None = None,
     ) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -161,6 +163,8 @@ class GeminiBackend(Backend):
                 except StopAsyncIteration:
                     return
                 while True:
+                    if info is not None and (reason := _finish_of(chunk)):
+                        info.finish_reason = reason
                     delta = _text_of(chunk)
                     if delta:
                         produced.append(delta)
@@ -207,6 +211,16 @@ class GeminiBackend(Backend):
                 attempts=self.retry.attempts,
             )
         return BackendError(f"{self.name}: request rejected ({detail})", backend=self.name)
+
+
+def _finish_of(chunk: types.GenerateContentResponse) -> str | None:
+    """Gemini's finish reason in our terms: MAX_TOKENS is a cut answer, STOP a finished one."""
+    for cand in (chunk.candidates or [])[:1]:
+        if cand.finish_reason == types.FinishReason.MAX_TOKENS:
+            return "length"
+        if cand.finish_reason is not None:
+            return "stop" if cand.finish_reason == types.FinishReason.STOP else "other"
+    return None
 
 
 def _text_of(chunk: types.GenerateContentResponse) -> str:

@@ -31,6 +31,7 @@ from model_worker.backends.base import (
     Backend,
     BackendError,
     ChatMessage,
+    Generation,
     GenerationTimeout,
 )
 from model_worker.models_registry import DEFAULT_MODEL, resolve_model
@@ -120,6 +121,7 @@ class LlamaModel:
         top_k: int,
         cancel: threading.Event,
         reuse_prompt_prefix: bool = False,
+        info: Generation | None = None,
     ) -> Iterator[str]:
         """Blocking: yield text deltas. The caller must hold `self.lock`.
 
@@ -146,7 +148,10 @@ class LlamaModel:
             for chunk in stream:
                 if cancel.is_set():
                     return
-                delta = chunk["choices"][0]["delta"].get("content")
+                choice = chunk["choices"][0]
+                if info is not None and choice.get("finish_reason"):
+                    info.finish_reason = choice["finish_reason"]
+                delta = choice["delta"].get("content")
                 if delta:
                     yield delta
 
@@ -248,6 +253,7 @@ class LlamaCppBackend(Backend):
         seed: int | None = None,
         timeout_s: float,
         stop: list[str] | None = None,
+        info: Generation | None = None,
     ) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s  # loop.time() is time.monotonic()
@@ -277,6 +283,7 @@ class LlamaCppBackend(Backend):
                     top_k=self.top_k,
                     cancel=cancel,
                     reuse_prompt_prefix=self.reuse_prompt_prefix,
+                    info=info,
                 ):
                     post("delta", delta)
                     if time.monotonic() >= deadline:

@@ -25,6 +25,7 @@ from model_worker.backends.base import (
     BackendError,
     BackendUnavailable,
     ChatMessage,
+    Generation,
     GenerationTimeout,
     ModelNotFound,
     RetryPolicy,
@@ -92,6 +93,7 @@ class OllamaBackend(Backend):
         seed: int | None = None,
         timeout_s: float,
         stop: list[str] | None = None,
+        info: Generation | None = None,
     ) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -144,6 +146,8 @@ class OllamaBackend(Backend):
                         produced.append(delta)
                         yield delta
                     if chunk.done:
+                        if info is not None:
+                            info.finish_reason = chunk.done_reason or "stop"
                         return
                     try:
                         chunk = await anext(stream)
