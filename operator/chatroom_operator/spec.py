@@ -69,7 +69,7 @@ class ElectionSpec(_Spec):
     lease_duration_seconds: int = 1
     renew_interval_seconds: float = 0.25
     retry_interval_seconds: float = 0.1
-    hysteresis: float = 30.0
+    hysteresis: float = 0.0
     min_tenure_seconds: float = 10.0
 
 
