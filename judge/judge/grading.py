@@ -46,8 +46,8 @@ REFERENCE_QUESTION = "Is the reply right, in agreement with the reference? Answe
 REFERENCE_TASK = "Write a correct reply to the latest message, in one short sentence."
 PAIR_QUESTION = (
     "Which reply is better: correct, relevant, doing what was asked, kind? Length and "
-    "confidence do not make a reply better. Answer A or B."
-)
+    "confidence do not make a reply better. Reply with one letter, A or B."
+)  # "Answer A or B." measured: the judge gave A and B together < 0.2 of its probability
 
 
 def cut(text: str, limit: int, *, keep_end: bool = False) -> str:

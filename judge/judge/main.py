@@ -25,7 +25,9 @@ def scorer_from_settings(settings: JudgeSettings) -> Scorer:
             settings.gemini_base_url,
         )
     return LocalScorer(
-        settings.judge_model or LOCAL_JUDGE_MODEL, n_threads=settings.judge_threads or None
+        settings.judge_model or LOCAL_JUDGE_MODEL,
+        n_threads=settings.judge_threads or None,
+        n_threads_batch=settings.judge_batch_threads or None,
     )
 
 

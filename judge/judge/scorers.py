@@ -71,12 +71,23 @@ class LocalScorer(Scorer):
         n_ctx: int = 4096,
         max_tokens: int = 96,
         n_threads: int | None = None,
+        n_threads_batch: int | None = None,
     ) -> None:
-        from model_worker.backends.llamacpp import LlamaModel  # noqa: PLC0415 - heavy import
+        """``n_threads`` generate (default: half the CPUs), ``n_threads_batch`` evaluate
+        prompts, most of a verdict's work (default: every CPU the process may use)."""
+        from model_worker.backends.llamacpp import (  # noqa: PLC0415 - heavy import
+            LlamaModel,
+            all_threads,
+        )
         from model_worker.models_registry import resolve_model  # noqa: PLC0415
 
         self.name = f"local:{model}"
-        self._model = LlamaModel(resolve_model(model), n_ctx=n_ctx, n_threads=n_threads)
+        self._model = LlamaModel(
+            resolve_model(model),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads_batch or all_threads(),
+        )
         self._max_tokens = max_tokens
         self._reader = TokenReader(self._model.llm)
 

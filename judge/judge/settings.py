@@ -41,8 +41,15 @@ class JudgeSettings(ComponentSettings):
         default=0,
         ge=0,
         le=256,
-        description="CPU threads of the local judge model (0 = LLMCHAT_LLAMA_THREADS, else half "
-        "the CPUs).",
+        description="CPU threads of the local judge generating text (0 = LLMCHAT_LLAMA_THREADS, "
+        "else half the CPUs).",
+    )
+    judge_batch_threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="CPU threads of the local judge evaluating a prompt, most of a verdict's "
+        "work (0 = every CPU the judge may use: it runs after the contestants have answered).",
     )
     gemini_api_key: SecretStr | None = Field(default=None)
     gemini_base_url: str | None = Field(default=None, description="Override (tests, proxies).")

@@ -50,6 +50,15 @@ def test_the_default_local_judge_is_no_contestant_and_reads_probabilities() -> N
     assert not METHODS[settings.method].sees_several  # one answer at a time: no position bias
 
 
+def test_prompts_are_evaluated_on_every_cpu(judge: LocalScorer) -> None:
+    """Prompt evaluation (most of a verdict) uses every CPU, generation half of them."""
+    from model_worker.backends.llamacpp import all_threads, default_threads  # noqa: PLC0415
+
+    model = judge._model
+    assert (model.n_threads_batch, model.n_threads) == (all_threads(), default_threads())
+    assert model.llm.context_params.n_threads_batch == all_threads()
+
+
 async def test_shared_prefix_readings_match_reading_each_prompt_alone(judge: LocalScorer) -> None:
     """The KV cache holds the prompts' common prefix once; what is read after it is what a fresh
     evaluation reads (up to llama.cpp's rounding, which differs with how a prompt is split into
