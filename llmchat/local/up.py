@@ -38,9 +38,11 @@ class LocalModel:
     system_prompt: str = ""
 
 
+#: The default room: two small models of different families, both packaged on PyPI (the judge,
+#: a third model, is the judge service's default). Low temperatures: the room answers questions.
 DEFAULT_MODELS = (
-    LocalModel("smol", temperature=0.2, system_prompt="Answer in one or two plain sentences."),
-    LocalModel("sprout", temperature=0.9, system_prompt="Be warm and a little playful."),
+    LocalModel("smol", backend_model="smollm2-135m", temperature=0.2),
+    LocalModel("qwen", backend_model="qwen2.5-coder-0.5b", temperature=0.2),
 )
 
 

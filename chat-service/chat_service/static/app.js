@@ -294,6 +294,10 @@ function onLive(event) {
       $("live").append(bubble);
       stickToBottom(wasNear);
     }
+    if (event.type === "start" && event.retry) {
+      // the worker asks its model again (its first answer only repeated an earlier one)
+      bubble.querySelector(".text").textContent = "";
+    }
     if (event.type === "delta" && event.text) {
       const wasNear = nearBottom();
       bubble.querySelector(".text").append(document.createTextNode(event.text));
