@@ -157,4 +157,4 @@ async def test_a_cut_answer_is_marked_and_one_for_others_only_is_reported(
     notes = [e for e in entries if e.kind == "system"]
     assert len(notes) == 1 and "spoke for other participants" in notes[0].text
     assert notes[0].meta["outcome"] == "empty" and notes[0].meta["forged_cut"] is True
-    assert [e.kind for e in entries].count("model") == 1  # the forged one was not posted
+    assert [e.kind for e in entries].count(EntryKind.MODEL) == 1  # the forged one: not posted
