@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from llmchat.ids import new_msg_id, validate_msg_id
+from llmchat.ids import new_msg_id, validate_client_msg_id, validate_msg_id
 
 # ``\Z``, not ``$``: ``$`` also matches before a final newline
 ROOM_NAME_RE = re.compile(r"\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
@@ -59,7 +59,10 @@ RoomName = Annotated[str, AfterValidator(_room_name)]
 #: Text that can be stored: valid Unicode (no lone surrogates).
 UnicodeText = Annotated[str, AfterValidator(_encodable)]
 DisplayName = Annotated[str, AfterValidator(_display_name)]
+#: Any stored message id (a client's or a server-made one).
 MessageId = Annotated[str, AfterValidator(validate_msg_id)]
+#: An id a client may choose: never one of the server's namespace (see llmchat.ids).
+ClientMessageId = Annotated[str, AfterValidator(validate_client_msg_id)]
 
 
 class RoomMode(StrEnum):

@@ -18,6 +18,7 @@ def run(settings: ChatServiceSettings) -> None:
         log_config=None,
         ws=settings.ws_impl,
         ws_max_size=settings.ws_max_frame_bytes,
+        ws_per_message_deflate=settings.ws_compression,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         timeout_graceful_shutdown=5,

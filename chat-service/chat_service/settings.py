@@ -47,6 +47,20 @@ class ChatServiceSettings(ComponentSettings):
         "connection instead of ~58 and 0.77-0.79 of the baseline's saturated fan-out instead of "
         "0.68-0.79 for the legacy 'websockets' one (llmchat bench fanout, side by side).",
     )
+    ws_compression: bool = Field(
+        default=False,
+        description="Offer permessage-deflate on WebSockets. Off: a compressed frame can inflate "
+        "hundreds of times in the service (many such frames arrive in one read), which bounds "
+        "neither memory nor CPU per connection; chat frames are small anyway.",
+    )
+    ws_frames_per_second: float = Field(
+        default=50,
+        ge=0,
+        le=100_000,
+        description="Frames one WebSocket may send per second, after a burst (0: no limit). "
+        "A client over it is not read until it is within it again (TCP pushes back).",
+    )
+    ws_frame_burst: int = Field(default=200, ge=1, le=1_000_000, description="... at once.")
     token_secret: SecretStr = Field(
         description=f"Key that signs user tokens (at least {MIN_SECRET_CHARS} characters; the "
         "same on every replica). From the environment or a Kubernetes Secret.",
@@ -108,10 +122,14 @@ class ChatServiceSettings(ComponentSettings):
 
     @property
     def ws_max_frame_bytes(self) -> int:
-        """Frames above this close the socket (1009); smaller oversize texts get an error frame."""
-        return max(1_048_576, self.max_message_bytes * 16)
+        """Frames above this close the socket (1009); smaller oversize texts get an error frame.
+
+        The largest valid message, JSON-escaped at worst (``\\u00XX``: 6 bytes for a byte), plus
+        4 KiB for the frame around it: no valid post is cut off, and nothing much bigger is read.
+        """
+        return self.max_message_bytes * 6 + 4096
 
     @property
     def max_body_bytes(self) -> int:
-        """REST bodies above this are refused before they are read."""
-        return self.max_message_bytes * 4 + 4096
+        """REST bodies above this are refused (413) before they are read (see above)."""
+        return self.ws_max_frame_bytes

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chat_service import metrics
 from llmchat.ids import parse_stream_id
-from llmchat.models import Entry, EntryKind, MessageId, NewEntry, UnicodeText
+from llmchat.models import ClientMessageId, Entry, EntryKind, NewEntry, UnicodeText
 from llmchat.ratelimit import RateLimitedError
 
 from .deps import (

@@ -24,6 +24,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from chat_service import metrics
 from chat_service.hub import Subscriber, WireEntry
+from chat_service.inbound import FrameBudget
 from chat_service.protocol import FrameError, PingFrame, error_frame, parse_client_frame
 from chat_service.state import ServiceState
 from llmchat.auth import WS_PROTOCOL, bearer, token_from_subprotocols
@@ -59,9 +60,31 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY = 4429
 
 
+#: A close frame's reason is at most 123 bytes of UTF-8 (RFC 6455 5.5: 125 minus the code).
+MAX_CLOSE_REASON_BYTES = 123
+#: How long closing may wait for a client that does not read (then the socket is left to
+#: uvicorn, which cuts a peer that stops answering pings).
+CLOSE_WAIT_S = 5.0
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to a valid close reason: at most 123 bytes, never inside a character."""
+    data = text.encode("utf-8")
+    if len(data) <= MAX_CLOSE_REASON_BYTES:
+        return text
+    return data[: MAX_CLOSE_REASON_BYTES - 3].decode("utf-8", errors="ignore") + "…"
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    """Close the socket; give up after ``CLOSE_WAIT_S`` if the client does not read."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(ws.close(code=code, reason=close_reason(reason)), CLOSE_WAIT_S)
+
+
 async def _refuse(ws: WebSocket, code: str, message: str, close_code: int) -> None:
-    await ws.send_json(error_frame(code, message))
-    await ws.close(code=close_code, reason=message[:120])
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(ws.send_json(error_frame(code, message)), CLOSE_WAIT_S)
+    await _close(ws, close_code, message)
 
 
 def entry_frame(entry: Entry) -> dict[str, Any]:
@@ -197,8 +220,7 @@ class _Session:
         finally:
             await stop_tasks(tasks)
         if tasks[2] in done:
-            with contextlib.suppress(Exception):
-                await self.ws.close(CLOSE_TRY_AGAIN, "too far behind; reconnect with your cursor")
+            await _close(self.ws, CLOSE_TRY_AGAIN, "too far behind; reconnect with your cursor")
         for task in done:
             exc = task.exception() if not task.cancelled() else None
             if exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
@@ -268,7 +290,10 @@ class _Session:
                 await self.ws.send_json(payload)
 
     async def _receive_loop(self) -> None:
+        settings = self.state.settings
+        budget = FrameBudget(settings.ws_frames_per_second, settings.ws_frame_burst)
         while True:
+            await budget.take()  # over the budget the client is not read: TCP pushes back
             msg = await self.ws.receive()
             try:
                 await self._handle_message(msg)
