@@ -67,6 +67,11 @@ def ratings(room: str) -> str:
     return f"{PREFIX}:room:{{{room}}}:ratings"
 
 
+def rated_rounds(room: str) -> str:
+    """Set of the rounds (cuts) already folded into the room's ratings: each counts once."""
+    return f"{PREFIX}:room:{{{room}}}:rated"
+
+
 def rounds(room: str) -> str:
     """Stream of rounds for the judge: a cut and the models asked (consumer group 'judges')."""
     return f"{PREFIX}:room:{{{room}}}:rounds"

@@ -35,7 +35,7 @@ from llmchat.ratelimit import RateLimitedError
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import NameTakenError
 from llmchat.tasks import stop_task, stop_tasks
-from llmchat.timeline import RoomNotFoundError
+from llmchat.timeline import MessageIdConflictError, RoomNotFoundError
 
 from .deps import (
     SIGN_IN_HINT,
@@ -350,6 +350,10 @@ class _Session:
             result = (await self.state.router.post(self.room, new)).append
         except RoomNotFoundError:
             self.sub.push(("frame", error_frame("room_not_found", "the room is gone", new.msg_id)))
+            return
+        except MessageIdConflictError as exc:
+            metrics.MESSAGES.labels("ws", "rejected").inc()
+            self.sub.push(("frame", error_frame("id_conflict", str(exc), new.msg_id)))
             return
         except UNAVAILABLE_ERRORS:
             metrics.MESSAGES.labels("ws", "unavailable").inc()

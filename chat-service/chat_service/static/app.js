@@ -23,6 +23,7 @@ const state = {
   cursor: null, // id of the last entry shown: the resume cursor
   seen: new Set(), // entry ids shown (dedupe)
   seenMsg: new Set(), // msg ids shown (a pending post is replaced by its entry)
+  answered: new Set(), // "model|turn" of the answers shown (late token deltas are dropped)
   pending: new Map(), // msg id -> {frame, el}
   live: new Map(), // "model|turn" -> bubble element
   models: [],
@@ -248,6 +249,7 @@ function addEntry(entry) {
   const wasNear = nearBottom();
   state.seen.add(entry.id);
   state.seenMsg.add(entry.msg_id);
+  if (entry.kind === "model" && entry.meta && entry.meta.turn) state.answered.add(`${entry.author}|${entry.meta.turn}`);
   state.cursor = entry.id;
   const pend = state.pending.get(entry.msg_id);
   if (pend) {
@@ -280,7 +282,7 @@ function onLive(event) {
   if (event.type === "start" || event.type === "delta") {
     let bubble = state.live.get(key);
     if (!bubble) {
-      if (event.type === "delta" && state.seenMsg.has(`ans.${event.model}.${event.turn}`)) return;
+      if (event.type === "delta" && state.answered.has(key)) return;
       bubble = el("div", "entry kind-model streaming");
       bubble.dataset.model = event.model;
       bubble.dataset.turn = event.turn;
@@ -910,6 +912,7 @@ async function enterRoom(room) {
   Object.assign(state, { room, name, cursor: null, stopped: false, attempt: 0, lostAt: null });
   state.seen.clear();
   state.seenMsg.clear();
+  state.answered.clear();
   state.pending.clear();
   state.live.clear();
   state.members = new Set([name]);
