@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -24,9 +25,49 @@ class NameTakenError(ValueError):
         self.name = name
 
 
+@dataclass(frozen=True)
+class Access:
+    """A room (None: it does not exist) and one person's standing in it."""
+
+    room: Room | None
+    member: Member | None
+    invited: bool
+
+
 class RoomStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
+        # a room's stored JSON -> its parsed document: parsed again only when it changed
+        self._parsed: dict[str, tuple[str, Room]] = {}
+
+    def _room(self, name: str, raw: str) -> Room:
+        cached = self._parsed.get(name)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        room = Room.model_validate_json(raw)
+        if len(self._parsed) > 10_000:
+            self._parsed.clear()
+        self._parsed[name] = (raw, room)
+        return room
+
+    async def access(self, name: str, user: str | None) -> Access:
+        """The room and whether ``user`` (None: nobody, e.g. the admin) is a member or invited.
+
+        One round trip with the same three reads whether the room exists, is public, or is
+        hidden from the caller: a room one may not see costs exactly what a missing one does,
+        so timing tells nothing about which it is.
+        """
+        folded = (user or "").casefold()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.room_meta(name))
+            pipe.hget(keys.members(name), folded)
+            pipe.sismember(keys.invitations(name), folded)
+            raw, member_raw, invited = await pipe.execute()
+        return Access(
+            self._room(name, raw) if raw else None,
+            Member.model_validate_json(member_raw) if member_raw and user else None,
+            bool(invited) and user is not None,
+        )
 
     async def create(self, spec: RoomCreate) -> Room:
         room = Room(**spec.model_dump(), created_at=time.time())

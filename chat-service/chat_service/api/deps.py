@@ -87,16 +87,10 @@ def hidden(room: str) -> ApiError:
 
 async def visible_room(state: ServiceState, room: str, identity: Identity) -> Room:
     """The room, if the caller may know of it: public rooms, or rooms they belong to or were
-    invited to; anything else is 404, so invitation-only rooms do not leak their names."""
-    found = await state.rooms.get(check_room_name(room))
-    if found is None:
-        raise hidden(room)
-    if identity.admin or found.visibility == RoomVisibility.PUBLIC:
-        return found
-    assert identity.user is not None
-    if await state.rooms.member(room, identity.user) or await state.rooms.invited(
-        room, identity.user
-    ):
+    invited to; anything else is 404, so invitation-only rooms do not leak their names. One
+    read path (``RoomStore.access``) for a missing room and a hidden one."""
+    found, member, invited = await _access(state, room, identity)
+    if identity.admin or found.visibility == RoomVisibility.PUBLIC or member or invited:
         return found
     raise hidden(room)
 
@@ -106,25 +100,28 @@ async def member_room(
 ) -> tuple[Room, Member | None]:
     """The room and the caller's membership (None for the admin), if they belong to it: 403
     ``not_a_member`` for a room they may see but have not joined, 404 for one they may not see.
-    One read for the room and one for the member, whatever the room's visibility."""
-    found = await state.rooms.get(check_room_name(room))
-    if found is None:
-        raise hidden(room)
+    The same reads whatever the room's visibility, and whether it exists."""
+    found, member, invited = await _access(state, room, identity)
     if identity.admin:
         return found, None
-    assert identity.user is not None
-    member = await state.rooms.member(room, identity.user)
     if member is not None:
         return found, member
-    if found.visibility != RoomVisibility.PUBLIC and not await state.rooms.invited(
-        room, identity.user
-    ):
+    if found.visibility != RoomVisibility.PUBLIC and not invited:
         raise hidden(room)
     raise ApiError(
         403,
         "not_a_member",
         f"{identity.user!r} has not joined room {room!r}: POST /api/v1/rooms/{room}/members",
     )
+
+
+async def _access(
+    state: ServiceState, room: str, identity: Identity
+) -> tuple[Room, Member | None, bool]:
+    access = await state.rooms.access(check_room_name(room), identity.user)
+    if access.room is None:
+        raise hidden(room)
+    return access.room, access.member, access.invited
 
 
 def room_user_limit(state: ServiceState, room: Room) -> Limit:
