@@ -139,9 +139,19 @@ def room_max_bytes(state: ServiceState, room: Room) -> int:
     return min(own, state.settings.max_message_bytes) if own else state.settings.max_message_bytes
 
 
+def user_bucket(room: Room, user: str) -> str:
+    """Whose bucket a person's message takes from: one per person across the rooms on the
+    service's limit, and one per person *and room* in a room with limits of its own. A bucket
+    is only ever refilled at one rate to one size, so a room with generous limits cannot fill
+    up the bucket another room's limit drains (room names hold no '/', so the key is
+    unambiguous)."""
+    own = room.limits.messages_per_minute is not None or room.limits.burst is not None
+    return f"{room.name}/{user.casefold()}" if own else user.casefold()
+
+
 async def check_post_limits(state: ServiceState, room: Room, user: str) -> None:
     """Take one message from the person's and the room's buckets (RateLimitedError if empty)."""
-    await state.limiter.check("user", user.casefold(), room_user_limit(state, room))
+    await state.limiter.check("user", user_bucket(room, user), room_user_limit(state, room))
     await state.limiter.check("room", room.name, state.settings.room_limit)
 
 
