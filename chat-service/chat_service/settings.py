@@ -61,6 +61,11 @@ class ChatServiceSettings(ComponentSettings):
         "A client over it is not read until it is within it again (TCP pushes back).",
     )
     ws_frame_burst: int = Field(default=200, ge=1, le=1_000_000, description="... at once.")
+    api_docs: bool = Field(
+        default=False,
+        description="Serve Swagger UI at /docs (it loads from a CDN, under a policy that allows "
+        "exactly its two files). Off by default; /openapi.json is always served.",
+    )
     token_secret: SecretStr = Field(
         description=f"Key that signs user tokens (at least {MIN_SECRET_CHARS} characters; the "
         "same on every replica). From the environment or a Kubernetes Secret.",
