@@ -134,12 +134,24 @@ class RoomStore:
     async def invited(self, room: str, name: str) -> bool:
         return bool(await self._redis.sismember(keys.invitations(room), name.casefold()))
 
-    async def admitted(self, names: list[str], user: str) -> list[bool]:
-        """For each room name, whether ``user`` is a member or invited (one round trip)."""
+    async def standing(self, names: list[str], user: str) -> list[tuple[bool, bool]]:
+        """For each room name, whether ``user`` is (a member, invited) (one round trip)."""
         folded = user.casefold()
         async with self._redis.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.hexists(keys.members(name), folded)
                 pipe.sismember(keys.invitations(name), folded)
             flags = await pipe.execute()
-        return [bool(flags[i]) or bool(flags[i + 1]) for i in range(0, len(flags), 2)]
+        return [(bool(flags[i]), bool(flags[i + 1])) for i in range(0, len(flags), 2)]
+
+    async def leave(self, room: str, name: str) -> bool:
+        """Take a person out of the room; False when they were not in it."""
+        return bool(await self._redis.hdel(keys.members(room), name.casefold()))
+
+    async def uninvite(self, room: str, name: str) -> bool:
+        """Withdraw an invitation; False when there was none."""
+        return bool(await self._redis.srem(keys.invitations(room), name.casefold()))
+
+    async def invitations(self, room: str) -> list[str]:
+        """The (case-folded) names invited to the room, sorted."""
+        return sorted(cast(set[str], await self._redis.smembers(keys.invitations(room))))

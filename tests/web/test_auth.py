@@ -193,7 +193,18 @@ def test_hidden_rooms_are_explained_and_invited_rooms_listed(
     invite = stack.url + "/api/v1/rooms/secret/invitations"
     r = httpx.post(invite, json={"name": "hana"}, headers=admin_headers())
     assert r.status_code == 201, r.text
-    page.click("#leave")
+    members = stack.url + "/api/v1/rooms/lobby/members"
+
+    def in_lobby() -> bool:
+        listed = httpx.get(members, headers=admin_headers()).json()["members"]
+        return "hana" in [m["name"] for m in listed]
+
+    assert in_lobby()
+    page.click("#leave")  # leaves the room: no longer among its members
+    deadline = time.monotonic() + 10
+    while in_lobby():
+        assert time.monotonic() < deadline, "leaving the room kept hana among its members"
+        time.sleep(0.1)
     open_page(page, stack.url, "/?room=secret")
     page.wait_for_selector("#join-room option[value='secret']", state="attached")
     page.click("#join-button")

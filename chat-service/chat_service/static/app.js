@@ -479,7 +479,7 @@ function onRefused(code, reason) {
     signedOut(`Your sign-in is no longer valid${reason ? ` (${reason})` : ""}. Join again to sign in.`);
     return;
   }
-  leaveRoom();
+  closeRoom();
   if (code === CLOSE.notFound) {
     showJoinError(`There is no room “${room}” (or you may not see it).`);
     loadRooms().catch(() => {});
@@ -764,7 +764,7 @@ async function refreshToken() {
 
 // The token stopped working (expired, or the service's key changed): back to the join screen.
 function signedOut(message) {
-  if (!state.stopped) leaveRoom();
+  if (!state.stopped) closeRoom();
   forget();
   showJoinError(message);
 }
@@ -925,7 +925,20 @@ async function enterRoom(room) {
   $("composer-text").focus();
 }
 
+// "Leave the room": out of its members (DELETE /rooms/{room}/members/{me}), then back to the
+// picker. A public room, or one this person is still invited to, can be joined again.
 function leaveRoom() {
+  const room = state.room;
+  if (room && auth.name && auth.token) {
+    api(`/rooms/${encodeURIComponent(room)}/members/${encodeURIComponent(auth.name)}`, { method: "DELETE" }).catch(() => {
+      // not a member any more, or unreachable: leaving the page's room view is what matters
+    });
+  }
+  closeRoom();
+}
+
+// Close the room view and its socket (the membership stays).
+function closeRoom() {
   state.stopped = true;
   clearTimeout(state.retryTimer);
   clearInterval(state.pingTimer);
