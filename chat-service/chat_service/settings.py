@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from llmchat.auth import MIN_ADMIN_CHARS, MIN_SECRET_CHARS
 from llmchat.ratelimit import Limit
@@ -61,6 +64,38 @@ class ChatServiceSettings(ComponentSettings):
         "A client over it is not read until it is within it again (TCP pushes back).",
     )
     ws_frame_burst: int = Field(default=200, ge=1, le=1_000_000, description="... at once.")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (comma-separated, e.g. 10.0.0.0/8) of the HTTP "
+        "proxies in front of the service (an Ingress controller): only requests from these take "
+        "their client address from X-Forwarded-For. Empty (the default): no header is trusted, "
+        "the address is the socket's.",
+    )
+    proxy_socket: Path | None = Field(
+        default=None,
+        description="A Unix socket (mode 0600) on which connections begin with a PROXY protocol "
+        "v1 line naming the client: how `llmchat up`'s balancer passes the real address.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="A request head not complete this many seconds after it began (or after the "
+        "connection opened) gets 408 and the connection closes (0: no limit).",
+    )
+    max_header_bytes: int = Field(
+        default=16_384,
+        ge=1024,
+        le=1_048_576,
+        description="Largest request head (request line and headers); bigger gets 400.",
+    )
+    max_connections: int = Field(
+        default=16_384,
+        ge=0,
+        le=1_000_000,
+        description="Open connections (WebSockets included) the process accepts; more get 503 "
+        "at once (0: no limit).",
+    )
     api_docs: bool = Field(
         default=False,
         description="Serve Swagger UI at /docs (it loads from a CDN, under a policy that allows "
@@ -96,6 +131,26 @@ class ChatServiceSettings(ComponentSettings):
     max_connections_per_user: int = Field(
         default=10, ge=0, le=1_000_000, description="Open WebSockets per person (0: no limit)."
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        return (
+            [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+        )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError as exc:
+                raise ValueError(
+                    f"trusted_proxies: {item!r} is not an IP address or network"
+                ) from exc
+        return out
 
     @field_validator("token_secret")
     @classmethod
