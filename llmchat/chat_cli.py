@@ -234,8 +234,9 @@ async def _keep_fresh(urls: list[str], session: Session, client: RoomClient) -> 
             r = await _call(urls, "POST", "/auth/refresh", session.token)
             if r.status_code == 200:
                 out = r.json()
-                session.token = client.token = str(out["token"])
+                session.token = str(out["token"])
                 session.expires_at = out.get("expires_at")
+                await client.set_token(session.token)  # the open socket too
 
 
 async def _leader(urls: list[str], room: str, token: str) -> str | None:

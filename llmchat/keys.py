@@ -114,6 +114,12 @@ def users() -> str:
     return f"{PREFIX}:users"
 
 
+def user_versions() -> str:
+    """Hash of case-folded user name -> token version (a user's tokens name it; signing out
+    moves it on)."""
+    return f"{PREFIX}:user-versions"
+
+
 def invitations(room: str) -> str:
     """Set of case-folded user names invited to an invitation-only room."""
     return f"{PREFIX}:room:{{{room}}}:invited"

@@ -297,6 +297,7 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     for module in (auth, rooms, messages, standings, ws):
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(auth.users_router, prefix="/api/v1")
 
     static_dir = resources.files("chat_service") / "static"
     if static_dir.is_dir():

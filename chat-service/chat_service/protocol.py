@@ -4,6 +4,7 @@ Client -> service::
 
     {"type": "post", "id": "<message id, optional>", "text": "hello"}
     {"type": "ping"}
+    {"type": "auth", "token": "<a fresh token of the same user>"}
 
 Service -> client::
 
@@ -13,6 +14,7 @@ Service -> client::
     {"type": "ack", "ref": "<message id>", "cursor": "<stream id>", "duplicate": false}
     {"type": "error", "code": "...", "message": "...", "ref": "<message id or null>"}
     {"type": "pong"}
+    {"type": "authenticated", "user": ..., "expires_at": ...}
 
 Nothing a client sends is echoed back whole: error messages name the problem in at most
 ``MAX_ERROR_CHARS`` characters and a ``ref`` is echoed only when it is a valid message id, so a
@@ -51,10 +53,19 @@ class PingFrame(BaseModel):
     type: Literal["ping"]
 
 
-Frame = PostFrame | PingFrame
+class AuthFrame(BaseModel):
+    """A fresh token for the open socket: re-authentication in band, before the old expires."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["auth"]
+    token: str = Field(min_length=1, max_length=4096)
+
+
+Frame = PostFrame | PingFrame | AuthFrame
 ClientFrame = Annotated[Frame, Field(discriminator="type")]
 _CLIENT_FRAME: TypeAdapter[Frame] = TypeAdapter(ClientFrame)
-CLIENT_TYPES = ("post", "ping")
+CLIENT_TYPES = ("post", "ping", "auth")
 
 
 class FrameError(ValueError):

@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from llmchat.auth import MIN_ADMIN_CHARS, MIN_SECRET_CHARS
@@ -116,6 +116,21 @@ class ChatServiceSettings(ComponentSettings):
     token_ttl_seconds: int = Field(
         default=12 * 3600, ge=60, le=30 * 86400, description="How long a user token is valid."
     )
+    max_session_seconds: int = Field(
+        default=30 * 86400,
+        ge=60,
+        le=366 * 86400,
+        description="The longest a sign-in lasts, however often its token is refreshed; then a "
+        "new token is needed (sign-up, or the admin).",
+    )
+    ws_auth_recheck_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How often an open WebSocket re-checks its user (signed out, deleted, "
+        "removed from the room); posts are checked every time. At the token's expiry the "
+        "socket closes (4401) unless a fresh token came in band.",
+    )
     user_messages_per_minute: float = Field(
         default=30, ge=0, le=1_000_000, description="Messages one person may send (0: no limit)."
     )
@@ -167,6 +182,15 @@ class ChatServiceSettings(ComponentSettings):
         if value is not None and len(value.get_secret_value()) < MIN_ADMIN_CHARS:
             raise ValueError(f"admin_token must be at least {MIN_ADMIN_CHARS} characters")
         return value
+
+    @model_validator(mode="after")
+    def _session_covers_a_token(self) -> ChatServiceSettings:
+        if self.max_session_seconds < self.token_ttl_seconds:
+            raise ValueError(
+                f"max_session_seconds ({self.max_session_seconds}) must be at least "
+                f"token_ttl_seconds ({self.token_ttl_seconds})"
+            )
+        return self
 
     @property
     def user_limit(self) -> Limit:

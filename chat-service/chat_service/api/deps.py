@@ -11,6 +11,7 @@ from chat_service.state import ServiceState
 from llmchat.auth import AuthError, Identity, is_admin_credential
 from llmchat.models import ROOM_NAME_RE, Member, Room, RoomVisibility
 from llmchat.ratelimit import Limit
+from llmchat.users import Standing
 
 from .errors import ApiError
 
@@ -28,24 +29,48 @@ _bearer = HTTPBearer(auto_error=False, description="A user token, or the admin c
 SIGN_IN_HINT = "send 'Authorization: Bearer <token>' (POST /api/v1/auth/signup gives one)"
 
 
-def authenticate(state: ServiceState, token: str) -> Identity:
-    """The caller a token names; raises ApiError 401 when it names nobody."""
+async def authenticate(state: ServiceState, token: str) -> Identity:
+    """The caller a token names; raises ApiError 401 when it names nobody: a bad or expired
+    token, or one whose user was deleted or signed out since (checked on every use)."""
     admin = state.settings.admin_token
     if admin is not None and is_admin_credential(token, admin.get_secret_value()):
         return Identity(user=None, admin=True)
     try:
-        return state.signer.verify(token)
+        identity = state.signer.verify(token)
     except AuthError as exc:
         raise ApiError(401, exc.code, exc.message, {"WWW-Authenticate": "Bearer"}) from exc
+    await check_standing(state, identity)
+    return identity
 
 
-def get_identity(
+async def check_standing(state: ServiceState, identity: Identity) -> None:
+    """Raise ApiError 401 ``token_revoked`` unless the token's user still exists as the same
+    registration and has not signed out since the token was made."""
+    if identity.user is None:
+        return
+    problem = standing_problem(identity, await state.users.standing(identity.user))
+    if problem:
+        raise ApiError(401, "token_revoked", problem, {"WWW-Authenticate": "Bearer"})
+
+
+def standing_problem(identity: Identity, standing: Standing) -> str | None:
+    if standing.user is None or standing.user.uid != identity.uid:
+        return (
+            f"the token's user {identity.user!r} no longer exists (the name may belong to "
+            "someone else now); sign in again"
+        )
+    if standing.version != identity.version:
+        return "the token was signed out; sign in again"
+    return None
+
+
+async def get_identity(
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Identity:
     if credentials is None or not credentials.credentials:
         raise ApiError(401, "unauthenticated", SIGN_IN_HINT, {"WWW-Authenticate": "Bearer"})
-    return authenticate(state, credentials.credentials)
+    return await authenticate(state, credentials.credentials)
 
 
 IdentityDep = Annotated[Identity, Depends(get_identity)]

@@ -12,7 +12,9 @@ const WS_PROTOCOL = "llmchat.v1";
 // Close codes after which reconnecting cannot help (4429, too many connections, is retried).
 const CLOSE = { badRequest: 4400, unauthenticated: 4401, forbidden: 4403, notFound: 4404, taken: 4409, tooMany: 4429 };
 const REFUSED = new Set([CLOSE.badRequest, CLOSE.unauthenticated, CLOSE.forbidden, CLOSE.notFound, CLOSE.taken]);
-const AUTH_CODES = new Set(["invalid_token", "token_expired", "unauthenticated"]);
+const AUTH_CODES = new Set(["invalid_token", "token_expired", "token_revoked", "session_ended", "unauthenticated"]);
+// Error frames that come just before the service ends the session (the close explains them).
+const SESSION_END = new Set(["token_expired", "token_revoked", "not_a_member"]);
 const MAX_TIMER_MS = 6 * 3600 * 1000; // refresh at least this often (and stay below setTimeout's limit)
 const $ = (id) => document.getElementById(id);
 
@@ -417,8 +419,10 @@ function connect() {
         break;
       }
       case "error":
-        if (!welcomed) refusal = frame; // the close that follows explains it
+        if (!welcomed || SESSION_END.has(frame.code)) refusal = frame; // the close that follows explains it
         else onErrorFrame(frame);
+        break;
+      case "authenticated": // the fresh token sent in band was accepted: the socket stays open
         break;
       default:
         break;
@@ -749,7 +753,11 @@ async function refreshToken() {
   if (!token) return;
   try {
     const out = await api("/auth/refresh", { method: "POST", token });
-    if (auth.token === token) remember(out);
+    if (auth.token === token) {
+      remember(out);
+      // the open socket would close when the old token expires: hand it the fresh one
+      if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify({ type: "auth", token: out.token }));
+    }
   } catch (err) {
     if (auth.token !== token) return; // signed in again meanwhile
     if (err.status === 401) {
