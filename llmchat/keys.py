@@ -114,6 +114,12 @@ def users() -> str:
     return f"{PREFIX}:users"
 
 
+def user_skeletons() -> str:
+    """Hash of a name's confusable skeleton -> the case-folded name that holds it (so no one
+    takes a look-alike of a taken name; see llmchat.names)."""
+    return f"{PREFIX}:user-skeletons"
+
+
 def user_versions() -> str:
     """Hash of case-folded user name -> token version (a user's tokens name it; signing out
     moves it on)."""

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from llmchat import keys
 from llmchat.models import RESERVED_NAMES, Member, Room, RoomCreate
+from llmchat.names import looks_like_any
 from llmchat.timeline import RoomNotFoundError
 
 
@@ -106,9 +107,10 @@ class RoomStore:
     async def join(self, room: Room, name: str) -> tuple[Member, bool]:
         """Add a person to the room; returns (member, created). Re-joining is idempotent."""
         folded = name.casefold()
-        if folded in {m.casefold() for m in room.model_names()}:
-            raise NameTakenError(name, "a model in this room has that name")
-        if folded in RESERVED_NAMES:
+        model = looks_like_any(name, room.model_names())
+        if model is not None:
+            raise NameTakenError(name, f"a model in this room is called {model!r}")
+        if looks_like_any(name, RESERVED_NAMES) is not None:
             raise NameTakenError(name, "it is reserved")
         member = Member(name=name, joined_at=time.time())
         created = await self._redis.hsetnx(

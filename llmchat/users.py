@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from llmchat import keys
 from llmchat.batching import batcher_for
 from llmchat.models import RESERVED_NAMES
+from llmchat.names import looks_like_any, skeletons
 
 
 class User(BaseModel):
@@ -42,24 +43,74 @@ def new_user(name: str) -> User:
 
 
 def _reserved(name: str) -> None:
-    if name.casefold() in RESERVED_NAMES:
-        raise ValueError(f"name {name!r} is reserved")
+    reserved = looks_like_any(name, RESERVED_NAMES)
+    if reserved is not None:
+        alike = "" if reserved.casefold() == name.casefold() else f" (it looks like {reserved!r})"
+        raise ValueError(f"name {name!r} is reserved{alike}")
+
+
+class LookAlikeError(ValueError):
+    """The name cannot be told apart from one already taken."""
+
+    def __init__(self, name: str, taken: str) -> None:
+        super().__init__(f"name {name!r} looks like {taken!r}, which is taken")
+        self.name = name
+        self.taken = taken
+
+
+# KEYS: users, skeletons. ARGV: folded name, record JSON, skeleton 1..n.
+# {1, record}: registered; {0, record}: the name was taken (its record); {2, name}: a look-alike
+# of that (case-folded) name is taken. All claimed at once, so two look-alikes cannot race.
+_REGISTER_LUA = """
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if existing then return {0, existing} end
+for i = 3, #ARGV do
+  local holder = redis.call('HGET', KEYS[2], ARGV[i])
+  if holder and holder ~= ARGV[1] and redis.call('HEXISTS', KEYS[1], holder) == 1 then
+    return {2, holder}
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+for i = 3, #ARGV do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[1])
+end
+return {1, ARGV[2]}
+"""
 
 
 class UserStore:
     def __init__(self, redis_client: aioredis.Redis) -> None:
         self._redis = redis_client
         self._batch = batcher_for(redis_client)
+        self._register = redis_client.register_script(_REGISTER_LUA)
 
     async def register(self, name: str) -> tuple[User, bool]:
-        """Claim a name; returns (user, created). Reserved names raise ValueError."""
+        """Claim a name; returns (user, created). Reserved names and look-alikes of reserved
+        names raise ValueError; a look-alike of a taken name raises LookAlikeError."""
         _reserved(name)
         user = new_user(name)
-        created = await self._redis.hsetnx(keys.users(), name.casefold(), user.model_dump_json())
-        if created:
-            return user, True
-        existing = await self.get(name)
-        return (existing or user), False
+        reply = await self._register(
+            keys=[keys.users(), keys.user_skeletons()],
+            args=[name.casefold(), user.model_dump_json(), *sorted(skeletons(name))],
+        )
+        outcome, value = int(reply[0]), str(reply[1])
+        if outcome == 2:
+            holder = await self.get(value)
+            raise LookAlikeError(name, holder.name if holder else value)
+        return User.model_validate_json(value), outcome == 1
+
+    async def index_skeletons(self) -> int:
+        """Enter the names registered before skeletons were kept (idempotent; at start-up).
+        Where two registered names look alike, the first keeps the skeleton."""
+        raw = cast(dict[str, str], await self._redis.hgetall(keys.users()))
+        if not raw:
+            return 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for folded, record in raw.items():
+                for key in skeletons(User.model_validate_json(record).name):
+                    pipe.hsetnx(keys.user_skeletons(), key, folded)
+            added = await pipe.execute()
+        return sum(1 for x in added if x)
 
     async def get(self, name: str) -> User | None:
         raw = await self._redis.hget(keys.users(), name.casefold())
@@ -82,10 +133,16 @@ class UserStore:
         """Forget the user: the record, and their place in every room (members, invitations).
         Their tokens stop working at once; the name is free to be taken by someone new."""
         folded = name.casefold()
+        user = await self.get(name)
         rooms = cast(list[str], await self._redis.zrange(keys.rooms_index(), 0, -1))
+        held = sorted(skeletons(user.name if user else name))
+        holders = await self._redis.hmget(keys.user_skeletons(), held)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hdel(keys.users(), folded)
             pipe.hdel(keys.user_versions(), folded)
+            for key, holder in zip(held, holders, strict=True):
+                if holder == folded:
+                    pipe.hdel(keys.user_skeletons(), key)
             for room in rooms:
                 pipe.hdel(keys.members(room), folded)
                 pipe.srem(keys.invitations(room), folded)
@@ -102,6 +159,8 @@ def ensure_users(client: redis.Redis, names: list[str]) -> dict[str, tuple[User,
     with client.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.hsetnx(keys.users(), name.casefold(), new_user(name).model_dump_json())
+            for key in skeletons(name):
+                pipe.hsetnx(keys.user_skeletons(), key, name.casefold())
         pipe.execute()
     with client.pipeline(transaction=False) as pipe:
         for name in names:

@@ -259,6 +259,10 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
             slots=ConnectionSlots(redis),
         )
         app.state.service = state
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):  # names from before skeletons were kept
+            indexed = await state.users.index_skeletons()
+            if indexed:
+                log.info("user_skeletons_indexed", names=indexed)
         watcher = asyncio.create_task(_watch_redis(state), name="redis-watcher")
         gc_policy = GcPolicy(lambda: state.hub.stats()["subscribers"])
         if settings.gc_freeze:

@@ -16,6 +16,7 @@ import redis
 
 from llmchat import keys
 from llmchat.auth import IssuedToken, TokenSigner, authorization
+from llmchat.names import skeletons
 from llmchat.users import User
 
 TOKEN_SECRET = "test-signing-key-0123456789abcdef-0123456789"
@@ -52,6 +53,8 @@ def _registration(name: str) -> tuple[str, int]:
             with redis.Redis.from_url(url, decode_responses=True, socket_timeout=5) as client:
                 record = User(name=name, created_at=time.time(), uid=ours)
                 client.hsetnx(keys.users(), name.casefold(), record.model_dump_json())
+                for key in skeletons(name):
+                    client.hsetnx(keys.user_skeletons(), key, name.casefold())
                 stored = User.model_validate_json(str(client.hget(keys.users(), name.casefold())))
                 here = int(str(client.hget(keys.user_versions(), name.casefold()) or 0))
         except (redis.ConnectionError, redis.TimeoutError):

@@ -68,7 +68,8 @@ async def _issue(state: ServiceState, user: User, ttl_seconds: int | None = None
 
 
 async def _register(state: ServiceState, name: str) -> tuple[User, bool]:
-    """Claim ``name`` (see UserStore.register); a reserved name is 409 ``name_taken``."""
+    """Claim ``name`` (see UserStore.register); a reserved name, or one that looks like a taken
+    or reserved one (its confusable skeleton), is 409 ``name_taken``."""
     try:
         return await state.users.register(name)
     except ValueError as exc:
