@@ -109,7 +109,9 @@ class RoomStore:
         folded = name.casefold()
         model = looks_like_any(name, room.model_names())
         if model is not None:
-            raise NameTakenError(name, f"a model in this room is called {model!r}")
+            if model.casefold() == folded:
+                raise NameTakenError(name, "a model in this room has that name")
+            raise NameTakenError(name, f"it looks like {model!r}, a model in this room")
         if looks_like_any(name, RESERVED_NAMES) is not None:
             raise NameTakenError(name, "it is reserved")
         member = Member(name=name, joined_at=time.time())

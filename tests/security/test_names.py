@@ -91,7 +91,8 @@ def test_a_member_cannot_look_like_a_model_of_the_room(chat_service: ChatService
         chat_service.url + "/api/v1/rooms/lobby/members",
         headers={"Authorization": f"Bearer {token}"},
     )
-    assert r.status_code == 409 and "smol" in r.json()["error"]["message"], r.text
+    assert r.status_code == 409, r.text
+    assert "looks like 'smol', a model in this room" in r.json()["error"]["message"]
 
 
 def test_the_comparison_itself() -> None:
