@@ -24,10 +24,17 @@ import redis.asyncio as aioredis
 
 from llmchat import keys
 from llmchat.batching import batcher_for
+from llmchat.ids import server_msg_id
 from llmchat.keys import LEADER_QUEUE
 from llmchat.lease import FENCE_LUA, now_ms
 from llmchat.models import Entry, EntryKind, NewEntry, Room, RoomMode
-from llmchat.timeline import AppendResult, RoomNotFoundError, Timeline
+from llmchat.timeline import (
+    OTHER_AUTHOR_LUA,
+    AppendResult,
+    RoomNotFoundError,
+    Timeline,
+    raise_append_error,
+)
 
 MENTION_RE = re.compile(r"(?<![\w@])@([A-Za-z0-9][A-Za-z0-9_.-]{0,39})")
 EVERYONE = frozenset({"all", "everyone", "models"})
@@ -115,12 +122,16 @@ def decide(
 #       target_1..n
 _POST_LUA = (
     FENCE_LUA
+    + OTHER_AUTHOR_LUA
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('NOROOM room does not exist')
 end
 local existing = redis.call('HGET', KEYS[3], ARGV[1])
 if existing then
+  if other_author(KEYS[2], existing, ARGV[2]) then
+    return redis.error_reply('IDCONFLICT message id taken by another author')
+  end
   return {existing, 1}
 end
 if ARGV[9] ~= '' and fenced(KEYS[8], ARGV[9], ARGV[10], ARGV[11]) then
@@ -287,8 +298,7 @@ class Router:
                 ]
             )
         except aioredis.ResponseError as exc:
-            if str(exc).startswith("NOROOM"):
-                raise RoomNotFoundError(room_name) from exc
+            raise_append_error(exc, room_name, entry.msg_id)
             if str(exc).startswith("FENCED"):
                 raise FencedError(str(exc)) from exc
             raise
@@ -316,7 +326,7 @@ class Router:
         if not lines:
             return None
         notice = NewEntry(
-            msg_id=f"notice.{entry.msg_id}"[:64],
+            msg_id=server_msg_id("notice", *entry.msg_id.split("/")),
             kind=EntryKind.SYSTEM,
             author="system",
             text=" ".join(lines),

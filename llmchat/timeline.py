@@ -18,20 +18,48 @@ from llmchat import keys
 from llmchat.ids import MAX_ID, START, parse_stream_id
 from llmchat.models import Entry, NewEntry
 
+#: Lua: whether the entry stored under a message id has another author or kind than the payload
+#: being appended with that id. Re-sending one's own message is a duplicate (idempotent
+#: retry); taking an id someone else used is a conflict, never a silent "already stored".
+#: (An entry trimmed away cannot be compared: then it counts as a duplicate.)
+OTHER_AUTHOR_LUA = """
+local function other_author(timeline, stream_id, payload)
+  local rows = redis.call('XRANGE', timeline, stream_id, stream_id)
+  if not rows[1] then return false end
+  local fields = rows[1][2]
+  local raw = nil
+  for i = 1, #fields, 2 do
+    if fields[i] == 'd' then raw = fields[i + 1] end
+  end
+  if not raw then return false end
+  local ok_old, old = pcall(cjson.decode, raw)
+  local ok_new, new = pcall(cjson.decode, payload)
+  if not ok_old or not ok_new then return true end
+  return old['author'] ~= new['author'] or old['kind'] ~= new['kind']
+end
+"""
+
 # KEYS: meta, timeline, msgids. ARGV: msg_id, payload.
-# Returns {stream_id, duplicate(0/1)}; an error reply 'NOROOM' when the room does not exist.
-_APPEND_LUA = """
+# Returns {stream_id, duplicate(0/1)}; an error reply 'NOROOM' when the room does not exist,
+# 'IDCONFLICT' when another author's entry has this message id.
+_APPEND_LUA = (
+    OTHER_AUTHOR_LUA
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('NOROOM room does not exist')
 end
 local existing = redis.call('HGET', KEYS[3], ARGV[1])
 if existing then
+  if other_author(KEYS[2], existing, ARGV[2]) then
+    return redis.error_reply('IDCONFLICT message id taken by another author')
+  end
   return {existing, 1}
 end
 local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[1], 'd', ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], id)
 return {id, 0}
 """
+)
 
 
 #: Rows as redis-py returns them with ``decode_responses=True`` (its stubs are looser).
@@ -48,6 +76,27 @@ class RoomNotFoundError(LookupError):
     def __init__(self, room: str) -> None:
         super().__init__(f"room {room!r} does not exist")
         self.room = room
+
+
+class MessageIdConflictError(ValueError):
+    """The message id is already stored for another author (or kind) in the room."""
+
+    def __init__(self, room: str, msg_id: str) -> None:
+        super().__init__(
+            f"message id {msg_id!r} is already used in room {room!r} by another author; "
+            "choose another id"
+        )
+        self.room = room
+        self.msg_id = msg_id
+
+
+def raise_append_error(exc: aioredis.ResponseError, room: str, msg_id: str) -> None:
+    """Turn the append scripts' error replies into exceptions (others are re-raised)."""
+    text = str(exc)
+    if text.startswith("NOROOM"):
+        raise RoomNotFoundError(room) from exc
+    if text.startswith("IDCONFLICT"):
+        raise MessageIdConflictError(room, msg_id) from exc
 
 
 @dataclass(frozen=True)
@@ -82,8 +131,7 @@ class Timeline:
                 args=[entry.msg_id, _encode(entry)],
             )
         except aioredis.ResponseError as exc:
-            if str(exc).startswith("NOROOM"):
-                raise RoomNotFoundError(room) from exc
+            raise_append_error(exc, room, entry.msg_id)
             raise
         stream_id, duplicate = str(res[0]), bool(int(res[1]))
         if not duplicate:

@@ -54,7 +54,13 @@ Item = (
 
 
 class Subscriber:
-    """One client's inbox. Overflow marks the client slow: it is disconnected and resumes."""
+    """One client's outbox: the room's entries and events, and the replies to its own frames.
+
+    Everything counts against ``limit``, replies too: a client that sends frames without reading
+    the answers fills its outbox like one that cannot keep up with the room, and either is
+    disconnected (it resumes with its cursor). On overflow the outbox is emptied at once, so a
+    client that is cut off holds no memory while its socket closes.
+    """
 
     def __init__(self, room: str, limit: int) -> None:
         self.room = room
@@ -65,9 +71,10 @@ class Subscriber:
     def push(self, item: Item) -> None:
         if self.overflowed.is_set():
             return
-        if item[0] != "frame" and self.queue.qsize() >= self.limit:
+        if self.queue.qsize() >= self.limit:
             self.overflowed.set()
             metrics.SLOW_CLIENTS.inc()
+            self.queue = asyncio.Queue()  # drop what it will never read
             return
         self.queue.put_nowait(item)
 

@@ -243,6 +243,32 @@ class StormResult:
     errors: list[str] = field(default_factory=list)
 
 
+async def issue_tokens(url: str, admin_token: str, names: list[str]) -> dict[str, str]:
+    """A token for each name from the service (``POST /auth/tokens`` with the admin
+    credential; a free name is registered)."""
+    import httpx
+
+    from llmchat.auth import authorization
+
+    out: dict[str, str] = {}
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        for name in names:
+            try:
+                r = await http.post(
+                    url.rstrip("/") + "/api/v1/auth/tokens",
+                    json={"name": name},
+                    headers=authorization(admin_token),
+                )
+            except httpx.HTTPError as exc:
+                raise ChaosError(f"getting a token for {name!r} failed: {exc!r}") from exc
+            if r.status_code != 201:
+                raise ChaosError(
+                    f"getting a token for {name!r} failed: {r.status_code} {r.text[:200]}"
+                )
+            out[name] = str(r.json()["token"])
+    return out
+
+
 async def storm_room(
     url: str,
     room: str,
@@ -329,37 +355,39 @@ def storm(
             min=1,
             max=1000,
             help="Spread the storm over this many people (author-1, ...); needs "
-            "LLMCHAT_TOKEN_SECRET to sign their tokens.",
+            "LLMCHAT_ADMIN_TOKEN to get their tokens from the service.",
         ),
     ] = 1,
     token: Annotated[
         str | None,
         typer.Option(
             envvar="LLMCHAT_TOKEN",
-            help="The author's token (default: one signed with LLMCHAT_TOKEN_SECRET, if set).",
+            help="The author's token (default: one issued with LLMCHAT_ADMIN_TOKEN, if set).",
         ),
     ] = None,
 ) -> None:
     """Post a burst of messages to a room through the REST API (a message storm)."""
     import os
 
-    from llmchat.auth import TokenSigner
-
-    secret = os.environ.get("LLMCHAT_TOKEN_SECRET")
+    admin = os.environ.get("LLMCHAT_ADMIN_TOKEN")
     people: list[tuple[str, str]] | None = None
-    if authors > 1:
-        if not secret:
-            err.print("[bold red]storm:[/] --authors needs LLMCHAT_TOKEN_SECRET to sign tokens")
+    names = [f"{author}-{i + 1}" for i in range(authors)] if authors > 1 else [author]
+    if authors > 1 or token is None:
+        if not admin:
+            err.print(
+                "[bold red]storm:[/] pass --token (or LLMCHAT_TOKEN), or set LLMCHAT_ADMIN_TOKEN "
+                "so the storm's authors get tokens from the service (needed for --authors)"
+            )
             raise typer.Exit(2)
-        signer = TokenSigner(secret, 3600)
-        people = [
-            (f"{author}-{i + 1}", signer.issue(f"{author}-{i + 1}").token) for i in range(authors)
-        ]
-    elif token is None and secret:
-        token = TokenSigner(secret, 3600).issue(author).token
-    if token is None and people is None:
-        err.print("[bold red]storm:[/] pass --token (or set LLMCHAT_TOKEN / LLMCHAT_TOKEN_SECRET)")
-        raise typer.Exit(2)
+        try:
+            issued = asyncio.run(issue_tokens(url, admin, names))
+        except ChaosError as exc:
+            err.print(f"[bold red]storm:[/] {exc}")
+            raise typer.Exit(3) from exc
+        if authors > 1:
+            people = [(name, issued[name]) for name in names]
+        else:
+            token = issued[author]
     try:
         result = asyncio.run(
             storm_room(

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from llmchat import keys, live
 from llmchat.election import ElectionPolicy
-from llmchat.ids import parse_stream_id
+from llmchat.ids import parse_stream_id, server_msg_id
 from llmchat.keys import LEADER_QUEUE
 from llmchat.lease import LeaseTimings
 from llmchat.lease_select import make_lease
@@ -29,7 +29,7 @@ from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import RoomStore
 from llmchat.router import FencedError, Router
 from llmchat.tasks import stop_task, stop_tasks
-from llmchat.timeline import Timeline
+from llmchat.timeline import MessageIdConflictError, Timeline
 from model_worker import metrics
 from model_worker.affinity import Affinity
 from model_worker.backends.base import (
@@ -477,7 +477,11 @@ class Worker:
             if outcome in ("timeout", "cut"):
                 meta["truncated"] = True  # the page shows it as cut short
             answer = NewEntry(
-                msg_id=f"lead.{turn.cut}" if as_leader else f"ans.{self.name}.{turn.cut}",
+                msg_id=(
+                    server_msg_id("lead", turn.cut)
+                    if as_leader
+                    else server_msg_id("ans", self.name, turn.cut)
+                ),
                 kind=EntryKind.MODEL,
                 author=self.name,
                 text=text,
@@ -493,12 +497,18 @@ class Worker:
                     "answer_fenced", model=self.name, room=room, cut=turn.cut, error=str(exc)
                 )
                 return False
+            except MessageIdConflictError as exc:
+                # another model already answered this turn as leader (a failover while both
+                # generated): the turn is answered, once; ours is dropped
+                log.warning(
+                    "answer_superseded", model=self.name, room=room, cut=turn.cut, error=str(exc)
+                )
         if outcome not in ("ok", "cut"):
             reason = (
                 problem or f"the answer was cut off after {self.settings.generation_timeout_s:g} s"
             )
             note = NewEntry(
-                msg_id=f"err.{self.name}.{turn.cut}",
+                msg_id=server_msg_id("err", self.name, turn.cut),
                 kind=EntryKind.SYSTEM,
                 author="system",
                 text=f"@{self.name} could not answer fully: {reason}",

@@ -65,7 +65,7 @@ async def test_rounds_get_verdicts_ratings_move_and_the_best_rated_leads(
         await client.post(q)
 
         def judged(es: list[dict[str, Any]], n: int = i + 1) -> bool:
-            return sum(str(e["msg_id"]).startswith("verdict.") for e in es) >= n
+            return sum(str(e["msg_id"]).startswith("verdict/") for e in es) >= n
 
         await client.wait_for(judged, timeout=180)
     verdicts = [e for e in all_entries(service.url) if e["kind"] == "judge"]
@@ -209,11 +209,11 @@ async def test_sigkill_the_active_judge_the_standby_judges_the_next_round(
     await client.post("Quick: name a fruit.")
     await client.wait_for(
         lambda es: any(
-            e["kind"] in ("judge", "system") and e["msg_id"].startswith("verdict.") for e in es
+            e["kind"] in ("judge", "system") and e["msg_id"].startswith("verdict/") for e in es
         ),
         timeout=180,
     )
-    verdict = next(e for e in client.entries if e["msg_id"].startswith("verdict."))
+    verdict = next(e for e in client.entries if e["msg_id"].startswith("verdict/"))
     assert verdict["kind"] == "judge", verdict["text"]
     assert standby.metric("llmchat_judge_verdicts_total") == 1
     await client.close()

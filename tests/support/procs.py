@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.auth import AUTH_ENV
+from tests.support.auth import AUTH_ENV, LIVE_REDIS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,6 +96,8 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         wait_until(self.ping, 30, f"redis-server on port {self.port}\n{_tail(log)}")
+        if self.url not in LIVE_REDIS:
+            LIVE_REDIS.append(self.url)  # test tokens register their names here
 
     def ping(self) -> bool:
         try:
@@ -107,6 +109,8 @@ class RedisServer:
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM): Redis flushes its AOF and exits."""
+        if self.url in LIVE_REDIS:
+            LIVE_REDIS.remove(self.url)
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(10)

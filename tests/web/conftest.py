@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from llmchat.local.proxy import TcpBalancer
+from llmchat.local.proxy import Backend, TcpBalancer
 from tests.support.api import make_room
 from tests.support.procs import ChatService, JudgeProc, ModelWorker, free_port
 
@@ -92,7 +92,7 @@ def page(browser: Any) -> Iterator[Any]:
 class Balancer:
     """``llmchat.local.proxy.TcpBalancer`` on its own event loop in a thread."""
 
-    backends: list[tuple[str, int]]
+    backends: list[Backend]
     port: int = field(default_factory=free_port)
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None

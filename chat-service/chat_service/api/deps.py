@@ -11,6 +11,7 @@ from chat_service.state import ServiceState
 from llmchat.auth import AuthError, Identity, is_admin_credential
 from llmchat.models import ROOM_NAME_RE, Member, Room, RoomVisibility
 from llmchat.ratelimit import Limit
+from llmchat.users import Standing
 
 from .errors import ApiError
 
@@ -28,24 +29,48 @@ _bearer = HTTPBearer(auto_error=False, description="A user token, or the admin c
 SIGN_IN_HINT = "send 'Authorization: Bearer <token>' (POST /api/v1/auth/signup gives one)"
 
 
-def authenticate(state: ServiceState, token: str) -> Identity:
-    """The caller a token names; raises ApiError 401 when it names nobody."""
+async def authenticate(state: ServiceState, token: str) -> Identity:
+    """The caller a token names; raises ApiError 401 when it names nobody: a bad or expired
+    token, or one whose user was deleted or signed out since (checked on every use)."""
     admin = state.settings.admin_token
     if admin is not None and is_admin_credential(token, admin.get_secret_value()):
         return Identity(user=None, admin=True)
     try:
-        return state.signer.verify(token)
+        identity = state.signer.verify(token)
     except AuthError as exc:
         raise ApiError(401, exc.code, exc.message, {"WWW-Authenticate": "Bearer"}) from exc
+    await check_standing(state, identity)
+    return identity
 
 
-def get_identity(
+async def check_standing(state: ServiceState, identity: Identity) -> None:
+    """Raise ApiError 401 ``token_revoked`` unless the token's user still exists as the same
+    registration and has not signed out since the token was made."""
+    if identity.user is None:
+        return
+    problem = standing_problem(identity, await state.users.standing(identity.user))
+    if problem:
+        raise ApiError(401, "token_revoked", problem, {"WWW-Authenticate": "Bearer"})
+
+
+def standing_problem(identity: Identity, standing: Standing) -> str | None:
+    if standing.user is None or standing.user.uid != identity.uid:
+        return (
+            f"the token's user {identity.user!r} no longer exists (the name may belong to "
+            "someone else now); sign in again"
+        )
+    if standing.version != identity.version:
+        return "the token was signed out; sign in again"
+    return None
+
+
+async def get_identity(
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Identity:
     if credentials is None or not credentials.credentials:
         raise ApiError(401, "unauthenticated", SIGN_IN_HINT, {"WWW-Authenticate": "Bearer"})
-    return authenticate(state, credentials.credentials)
+    return await authenticate(state, credentials.credentials)
 
 
 IdentityDep = Annotated[Identity, Depends(get_identity)]
@@ -87,16 +112,10 @@ def hidden(room: str) -> ApiError:
 
 async def visible_room(state: ServiceState, room: str, identity: Identity) -> Room:
     """The room, if the caller may know of it: public rooms, or rooms they belong to or were
-    invited to; anything else is 404, so invitation-only rooms do not leak their names."""
-    found = await state.rooms.get(check_room_name(room))
-    if found is None:
-        raise hidden(room)
-    if identity.admin or found.visibility == RoomVisibility.PUBLIC:
-        return found
-    assert identity.user is not None
-    if await state.rooms.member(room, identity.user) or await state.rooms.invited(
-        room, identity.user
-    ):
+    invited to; anything else is 404, so invitation-only rooms do not leak their names. One
+    read path (``RoomStore.access``) for a missing room and a hidden one."""
+    found, member, invited = await _access(state, room, identity)
+    if identity.admin or found.visibility == RoomVisibility.PUBLIC or member or invited:
         return found
     raise hidden(room)
 
@@ -106,25 +125,28 @@ async def member_room(
 ) -> tuple[Room, Member | None]:
     """The room and the caller's membership (None for the admin), if they belong to it: 403
     ``not_a_member`` for a room they may see but have not joined, 404 for one they may not see.
-    One read for the room and one for the member, whatever the room's visibility."""
-    found = await state.rooms.get(check_room_name(room))
-    if found is None:
-        raise hidden(room)
+    The same reads whatever the room's visibility, and whether it exists."""
+    found, member, invited = await _access(state, room, identity)
     if identity.admin:
         return found, None
-    assert identity.user is not None
-    member = await state.rooms.member(room, identity.user)
     if member is not None:
         return found, member
-    if found.visibility != RoomVisibility.PUBLIC and not await state.rooms.invited(
-        room, identity.user
-    ):
+    if found.visibility != RoomVisibility.PUBLIC and not invited:
         raise hidden(room)
     raise ApiError(
         403,
         "not_a_member",
         f"{identity.user!r} has not joined room {room!r}: POST /api/v1/rooms/{room}/members",
     )
+
+
+async def _access(
+    state: ServiceState, room: str, identity: Identity
+) -> tuple[Room, Member | None, bool]:
+    access = await state.rooms.access(check_room_name(room), identity.user)
+    if access.room is None:
+        raise hidden(room)
+    return access.room, access.member, access.invited
 
 
 def room_user_limit(state: ServiceState, room: Room) -> Limit:
@@ -142,9 +164,19 @@ def room_max_bytes(state: ServiceState, room: Room) -> int:
     return min(own, state.settings.max_message_bytes) if own else state.settings.max_message_bytes
 
 
+def user_bucket(room: Room, user: str) -> str:
+    """Whose bucket a person's message takes from: one per person across the rooms on the
+    service's limit, and one per person *and room* in a room with limits of its own. A bucket
+    is only ever refilled at one rate to one size, so a room with generous limits cannot fill
+    up the bucket another room's limit drains (room names hold no '/', so the key is
+    unambiguous)."""
+    own = room.limits.messages_per_minute is not None or room.limits.burst is not None
+    return f"{room.name}/{user.casefold()}" if own else user.casefold()
+
+
 async def check_post_limits(state: ServiceState, room: Room, user: str) -> None:
     """Take one message from the person's and the room's buckets (RateLimitedError if empty)."""
-    await state.limiter.check("user", user.casefold(), room_user_limit(state, room))
+    await state.limiter.check("user", user_bucket(room, user), room_user_limit(state, room))
     await state.limiter.check("room", room.name, state.settings.room_limit)
 
 

@@ -14,7 +14,7 @@ from chat_service import metrics
 from llmchat.ratelimit import RateLimitedError
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import NameTakenError, RoomExistsError
-from llmchat.timeline import RoomNotFoundError
+from llmchat.timeline import MessageIdConflictError, RoomNotFoundError
 
 
 class ErrorDetail(BaseModel):
@@ -81,6 +81,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RoomExistsError)
     async def _exists(_: Request, exc: RoomExistsError) -> JSONResponse:
         return error_response(409, "room_exists", str(exc))
+
+    @app.exception_handler(MessageIdConflictError)
+    async def _id_conflict(_: Request, exc: MessageIdConflictError) -> JSONResponse:
+        return error_response(409, "id_conflict", str(exc))
 
     @app.exception_handler(NameTakenError)
     async def _taken(_: Request, exc: NameTakenError) -> JSONResponse:

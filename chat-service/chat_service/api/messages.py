@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chat_service import metrics
 from llmchat.ids import parse_stream_id
-from llmchat.models import Entry, EntryKind, MessageId, NewEntry, UnicodeText
+from llmchat.models import ClientMessageId, Entry, EntryKind, NewEntry, UnicodeText
 from llmchat.ratelimit import RateLimitedError
 
 from .deps import (
@@ -31,7 +31,7 @@ router = APIRouter(prefix="/rooms/{room}/messages", tags=["messages"])
 class PostMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: MessageId | None = Field(
+    id: ClientMessageId | None = Field(
         default=None, description="Client-made message id; re-posting the same id stores it once."
     )
     author: str | None = Field(
@@ -60,9 +60,11 @@ class History(BaseModel):
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"model": PostResult, "description": "Duplicate id: the stored entry"},
-        **responses(401, 403, 404, 413, 422, 429, 503),
+        **responses(401, 403, 404, 409, 413, 422, 429, 503),
     },
     summary="Post a message as yourself (stored before it is acknowledged)",
+    description="The same `id` re-posted by its author is stored once (200, `duplicate`); an "
+    "`id` another author already used is a conflict (409 `id_conflict`).",
 )
 async def post_message(
     room: RoomPath,

@@ -6,7 +6,9 @@ offered next to ``llmchat.v1``. Connecting joins a public room (or an invitation
 user was invited to). A client that gives a cursor gets exactly the entries after it, then
 live ones; a client that gives none gets the newest ``history_on_join`` entries.
 Close codes: 4400 bad request, 4404
-unknown room (or one you may not see), 4409 name taken, 4401 no valid token, 4403 not allowed,
+unknown room (or one you may not see), 4409 name taken, 4401 no valid token (also when it
+expires, or its user signs out or is deleted, while the socket is open: an ``auth`` frame with a
+fresh token before the expiry keeps it open), 4403 not allowed (also once removed from the room),
 4429 too many connections for this user, 1013 try again later (storage unavailable, or the
 client fell too far behind), 1009 frame too large. A post over a rate limit gets an error frame
 ``rate_limited`` with ``retry_after`` (seconds) and is not stored.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import uuid
 from typing import Any
@@ -24,9 +27,16 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from chat_service import metrics
 from chat_service.hub import Subscriber, WireEntry
-from chat_service.protocol import FrameError, PingFrame, error_frame, parse_client_frame
+from chat_service.inbound import FrameBudget
+from chat_service.protocol import (
+    AuthFrame,
+    FrameError,
+    PingFrame,
+    error_frame,
+    parse_client_frame,
+)
 from chat_service.state import ServiceState
-from llmchat.auth import WS_PROTOCOL, bearer, token_from_subprotocols
+from llmchat.auth import WS_PROTOCOL, Identity, bearer, token_from_subprotocols
 from llmchat.ids import parse_stream_id
 from llmchat.logs import get_logger
 from llmchat.models import Entry, EntryKind, Member, NewEntry, Room
@@ -34,7 +44,7 @@ from llmchat.ratelimit import RateLimitedError
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import NameTakenError
 from llmchat.tasks import stop_task, stop_tasks
-from llmchat.timeline import RoomNotFoundError
+from llmchat.timeline import MessageIdConflictError, RoomNotFoundError
 
 from .deps import (
     SIGN_IN_HINT,
@@ -42,6 +52,7 @@ from .deps import (
     check_post_limits,
     check_room_name,
     room_max_bytes,
+    standing_problem,
     text_size_error,
     visible_room,
 )
@@ -59,9 +70,31 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY = 4429
 
 
+#: A close frame's reason is at most 123 bytes of UTF-8 (RFC 6455 5.5: 125 minus the code).
+MAX_CLOSE_REASON_BYTES = 123
+#: How long closing may wait for a client that does not read (then the socket is left to
+#: uvicorn, which cuts a peer that stops answering pings).
+CLOSE_WAIT_S = 5.0
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to a valid close reason: at most 123 bytes, never inside a character."""
+    data = text.encode("utf-8")
+    if len(data) <= MAX_CLOSE_REASON_BYTES:
+        return text
+    return data[: MAX_CLOSE_REASON_BYTES - 3].decode("utf-8", errors="ignore") + "…"
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    """Close the socket; give up after ``CLOSE_WAIT_S`` if the client does not read."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(ws.close(code=code, reason=close_reason(reason)), CLOSE_WAIT_S)
+
+
 async def _refuse(ws: WebSocket, code: str, message: str, close_code: int) -> None:
-    await ws.send_json(error_frame(code, message))
-    await ws.close(code=close_code, reason=message[:120])
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(ws.send_json(error_frame(code, message)), CLOSE_WAIT_S)
+    await _close(ws, close_code, message)
 
 
 def entry_frame(entry: Entry) -> dict[str, Any]:
@@ -92,10 +125,13 @@ async def room_socket(
         await _refuse(ws, "unauthenticated", SIGN_IN_HINT, CLOSE_UNAUTHENTICATED)
         return
     try:
-        identity = authenticate(state, token)
+        identity = await authenticate(state, token)
     except ApiError as exc:
         metrics.AUTH_FAILURES.labels(exc.code).inc()
         await _refuse(ws, exc.code, exc.message, CLOSE_UNAUTHENTICATED)
+        return
+    except UNAVAILABLE_ERRORS:
+        await _refuse(ws, "storage_unavailable", "storage is unreachable; retry", CLOSE_TRY_AGAIN)
         return
     if identity.user is None:
         await _refuse(ws, "user_required", "connect with a user token", CLOSE_FORBIDDEN)
@@ -143,7 +179,7 @@ async def room_socket(
         return
 
     metrics.WS_CONNECTIONS.inc()
-    session = _Session(ws, state, found, member, sub)
+    session = _Session(ws, state, found, member, sub, identity)
     keeper = asyncio.create_task(_keep_slot(state, user, conn_id), name="slot-keeper")
     try:
         await session.run(cursor)
@@ -173,9 +209,25 @@ async def _release(state: ServiceState, user: str, conn_id: str, held: bool) -> 
             await state.slots.release(user, conn_id)
 
 
+class _SessionEndError(Exception):
+    """The session must end: the error frame's code and message, and the close code."""
+
+    def __init__(self, close_code: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+        self.code = code
+        self.message = message
+
+
 class _Session:
-    def __init__(
-        self, ws: WebSocket, state: ServiceState, room: Room, member: Member, sub: Subscriber
+    def __init__(  # noqa: PLR0917 - the session's parts, each needed
+        self,
+        ws: WebSocket,
+        state: ServiceState,
+        room: Room,
+        member: Member,
+        sub: Subscriber,
+        identity: Identity,
     ) -> None:
         self.ws = ws
         self.state = state
@@ -184,6 +236,8 @@ class _Session:
         self.max_bytes = room_max_bytes(state, room)
         self.member = member
         self.sub = sub
+        self.identity = identity  # replaced by a fresh token sent in band
+        self._reauthed = asyncio.Event()
         self.last_key: tuple[int, int] | None = None  # the stream id of the last entry sent
 
     async def run(self, cursor: str | None) -> None:
@@ -191,18 +245,88 @@ class _Session:
             asyncio.create_task(self._send_loop(cursor), name="ws-send"),
             asyncio.create_task(self._receive_loop(), name="ws-receive"),
             asyncio.create_task(self.sub.overflowed.wait()),
+            asyncio.create_task(self._watch_auth(), name="ws-auth"),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             await stop_tasks(tasks)
         if tasks[2] in done:
-            with contextlib.suppress(Exception):
-                await self.ws.close(CLOSE_TRY_AGAIN, "too far behind; reconnect with your cursor")
+            await _close(self.ws, CLOSE_TRY_AGAIN, "too far behind; reconnect with your cursor")
         for task in done:
             exc = task.exception() if not task.cancelled() else None
-            if exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
+            if isinstance(exc, _SessionEndError):
+                metrics.AUTH_FAILURES.labels(exc.code).inc()
+                await _refuse(self.ws, exc.code, exc.message, exc.close_code)
+            elif exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
                 log.error("ws_session_error", room=self.room, error=repr(exc))
+
+    # -- who is on the socket ----------------------------------------------------------------
+
+    async def _watch_auth(self) -> None:
+        """End the session when its token expires (unless a fresh one came in band), and when
+        its user signed out, was deleted or left the room (checked every
+        ``ws_auth_recheck_s``; posts check at once). Raises ``_SessionEndError``."""
+        recheck = self.state.settings.ws_auth_recheck_s
+        while True:
+            expires = self.identity.expires_at or math.inf
+            left = expires - time.time()
+            if left <= 0:
+                raise _SessionEndError(
+                    CLOSE_UNAUTHENTICATED,
+                    "token_expired",
+                    "the token has expired; reconnect with a fresh one (send one in an 'auth' "
+                    "frame before it expires to stay connected)",
+                )
+            self._reauthed.clear()
+            try:
+                await asyncio.wait_for(self._reauthed.wait(), min(left, recheck))
+                continue  # a fresh token: its own expiry from now on
+            except TimeoutError:
+                pass
+            if time.time() < (self.identity.expires_at or math.inf):
+                with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                    await self._check_standing()
+
+    async def _check_standing(self) -> None:
+        """Raise ``_SessionEndError`` if the user signed out or is gone, or left the room."""
+        user = self.member.name
+        standing, member = await asyncio.gather(
+            self.state.users.standing(user), self.state.rooms.member(self.room, user)
+        )
+        problem = standing_problem(self.identity, standing)
+        if problem:
+            raise _SessionEndError(CLOSE_UNAUTHENTICATED, "token_revoked", problem)
+        if member is None:
+            raise _SessionEndError(
+                CLOSE_FORBIDDEN, "not_a_member", f"{user!r} is no longer a member of {self.room!r}"
+            )
+
+    async def _reauthenticate(self, frame: AuthFrame) -> None:
+        try:
+            fresh = await authenticate(self.state, frame.token)
+        except ApiError as exc:
+            metrics.AUTH_FAILURES.labels(exc.code).inc()
+            self.sub.push(("frame", error_frame(exc.code, exc.message)))
+            return
+        same = fresh.user is not None and fresh.user.casefold() == self.member.name.casefold()
+        if not same or fresh.uid != self.identity.uid:
+            self.sub.push(
+                (
+                    "frame",
+                    error_frame(
+                        "forbidden",
+                        f"this socket is {self.member.name!r}'s: a fresh token must name them",
+                    ),
+                )
+            )
+            return
+        self.identity = fresh
+        self._reauthed.set()
+        metrics.AUTH.labels("in_band").inc()
+        self.sub.push(
+            ("frame", {"type": "authenticated", "user": fresh.user, "expires_at": fresh.expires_at})
+        )
 
     async def _send_entry(self, entry: Entry, live: bool) -> None:
         key = parse_stream_id(entry.id)
@@ -268,11 +392,14 @@ class _Session:
                 await self.ws.send_json(payload)
 
     async def _receive_loop(self) -> None:
+        settings = self.state.settings
+        budget = FrameBudget(settings.ws_frames_per_second, settings.ws_frame_burst)
         while True:
+            await budget.take()  # over the budget the client is not read: TCP pushes back
             msg = await self.ws.receive()
             try:
                 await self._handle_message(msg)
-            except WebSocketDisconnect:
+            except (WebSocketDisconnect, _SessionEndError):
                 raise
             except Exception as exc:  # a bug must not cost the client its connection
                 log.exception("ws_frame_error", room=self.room, error=repr(exc))
@@ -301,6 +428,11 @@ class _Session:
         if isinstance(frame, PingFrame):
             self.sub.push(("frame", {"type": "pong"}))
             return
+        if isinstance(frame, AuthFrame):
+            await self._reauthenticate(frame)
+            return
+        if time.time() >= (self.identity.expires_at or math.inf):
+            raise _SessionEndError(CLOSE_UNAUTHENTICATED, "token_expired", "the token has expired")
         problem = text_size_error(frame.text, self.max_bytes)
         if problem:
             metrics.MESSAGES.labels("ws", "rejected").inc()
@@ -310,21 +442,33 @@ class _Session:
         new = NewEntry(kind=EntryKind.HUMAN, author=self.member.name, text=frame.text)
         if frame.id:
             new.msg_id = frame.id
-        try:
-            await check_post_limits(self.state, self.room_config, self.member.name)
-        except RateLimitedError as exc:
+        # at once: the author's standing (signed out, deleted or removed: not one more post)
+        # and the rate limits; storage down: the post below says so
+        standing, limits = await asyncio.gather(
+            self._check_standing(),
+            check_post_limits(self.state, self.room_config, self.member.name),
+            return_exceptions=True,
+        )
+        for outcome in (standing, limits):
+            if isinstance(outcome, BaseException) and not isinstance(
+                outcome, (RateLimitedError, *UNAVAILABLE_ERRORS)
+            ):
+                raise outcome
+        if isinstance(limits, RateLimitedError):
             metrics.MESSAGES.labels("ws", "rate_limited").inc()
-            metrics.RATE_LIMITED.labels(exc.scope).inc()
-            refusal = error_frame("rate_limited", str(exc), new.msg_id)
-            refusal["retry_after"] = round(exc.retry_after, 3)
+            metrics.RATE_LIMITED.labels(limits.scope).inc()
+            refusal = error_frame("rate_limited", str(limits), new.msg_id)
+            refusal["retry_after"] = round(limits.retry_after, 3)
             self.sub.push(("frame", refusal))
             return
-        except UNAVAILABLE_ERRORS:
-            pass  # the post below reports storage as unavailable
         try:
             result = (await self.state.router.post(self.room, new)).append
         except RoomNotFoundError:
             self.sub.push(("frame", error_frame("room_not_found", "the room is gone", new.msg_id)))
+            return
+        except MessageIdConflictError as exc:
+            metrics.MESSAGES.labels("ws", "rejected").inc()
+            self.sub.push(("frame", error_frame("id_conflict", str(exc), new.msg_id)))
             return
         except UNAVAILABLE_ERRORS:
             metrics.MESSAGES.labels("ws", "unavailable").inc()
