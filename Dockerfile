@@ -9,7 +9,8 @@
 # sdist with the CPU flags of tools/llama/cmake-args (the default -march=native build can emit
 # AMX/AVX-512 instructions that crash on other CPUs); `make image` hands it the wheel the local
 # build made with the same flags instead of compiling again. The runtime stage is non-root and
-# runs with a read-only root file system (the chart mounts an emptyDir on /tmp).
+# runs with a read-only root file system (the chart and the operator mount an emptyDir on /tmp,
+# where LLMCHAT_CACHE keeps the model's verified digest).
 
 # Any Debian bookworm image with python3 (3.11) and its venv module; `make image` passes a base
 # made locally by mmdebstrap when no registry is reachable.
@@ -52,6 +53,7 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     PYTHONDONTWRITEBYTECODE=1 \
     LLMCHAT_HOST=0.0.0.0 \
     LLMCHAT_LOG_FORMAT=json \
+    LLMCHAT_CACHE=/tmp/llm-in-the-chat \
     HOME=/home/llmchat
 EXPOSE 8000
 ENTRYPOINT ["/usr/bin/tini", "--", "llmchat"]
