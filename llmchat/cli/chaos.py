@@ -27,7 +27,8 @@ from rich.console import Console
 app = typer.Typer(
     help="Faults for the stress scenarios: kill pods, storm a room.", no_args_is_help=True
 )
-console = Console()
+# soft_wrap: a pod has no terminal (80 columns): one log line per event, never wrapped
+console = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")

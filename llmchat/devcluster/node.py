@@ -21,6 +21,7 @@ any mount point it had to create, and checks the host against what it recorded a
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import yaml
 
@@ -49,6 +51,7 @@ from llmchat.devcluster.images import ImageArchive, containerd_ref, node_images
 from llmchat.devcluster.netns import (
     Forwarder,
     NodeNamespace,
+    Route,
     check_host_loopback,
     check_routes,
 )
@@ -131,6 +134,7 @@ class RealNodeCluster:
         startup_timeout: float = 300.0,
         keep_workdir: bool | None = None,
         check_host: bool = True,
+        logs_to: Path | None = None,
     ) -> None:
         self._own_workdir = workdir is None
         # short paths: unix sockets under the state dir must stay below 108 bytes
@@ -143,13 +147,16 @@ class RealNodeCluster:
         self.startup_timeout = startup_timeout
         self.check_host = check_host
         self.log_dir = self.workdir / "logs"
+        self.logs_to = logs_to
         self.id = uuid.uuid4().hex[:8]
+        self._lock: IO[bytes] | None = None
         self.ns = NodeNamespace(self.log_dir / "netns-holder.log")
         self.cgroups = CgroupTree(f"llmchat-node-{self.id}")
         self.control_plane: DevCluster | None = None
         self.handle: ClusterHandle | None = None
         self.before: hoststate.HostState | None = None
         self.timings: dict[str, float] = {}
+        self.routes: list[Route] = []
         self._procs: list[ManagedProcess] = []
         self._created_dirs: list[Path] = []
         self._reach_cache: dict[int, Forwarder] = {}
@@ -183,6 +190,29 @@ class RealNodeCluster:
         """A host port (127.0.0.1) reaching ``address:port`` inside (a Service, a pod)."""
         return self.ns.forward(address, port).port
 
+    # -- one real node on this machine at a time -----------------------------------------------
+    def _take_lock(self, timeout: float = 3600.0) -> None:
+        """Two nodes would share the mount points they create on the host: one at a time."""
+        cache = Path(os.environ.get("LLMCHAT_CACHE") or Path.home() / ".cache" / "llm-in-the-chat")
+        cache.mkdir(parents=True, exist_ok=True)
+        self._lock = (cache / "real-node.lock").open("wb")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise NodeError("another real node holds the lock for an hour") from None
+                logger.info("another real node runs on this machine; waiting for it")
+                time.sleep(2.0)
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
     # -- start -------------------------------------------------------------------------------
     def start(self) -> ClusterHandle:
         if self.handle is not None:
@@ -190,6 +220,7 @@ class RealNodeCluster:
         if os.geteuid() != 0:
             raise NodeError("the real node needs root (namespaces, cgroups, containerd)")
         t0 = time.monotonic()
+        self._take_lock()
         self._started = True
         if self.check_host:
             self.before = hoststate.capture()
@@ -223,7 +254,7 @@ class RealNodeCluster:
         self.ns.start()
         self._setup_network()
         host_addrs = _host_addresses()
-        check_routes(
+        self.routes = check_routes(
             self.ns,
             local=[self.net.node_ip, self.net.pod_gateway, "127.0.0.1"],
             on_links={
@@ -530,6 +561,7 @@ iptables -I FORWARD 1 -j {EGRESS_CHAIN}
             return []
         self._started = False
         problems: list[str] = []
+        t0 = time.monotonic()
         # kubelet first (it would restart what we kill), with a grace: it ignores SIGTERM a while
         for proc in reversed(self._procs):
             try:
@@ -537,6 +569,7 @@ iptables -I FORWARD 1 -j {EGRESS_CHAIN}
             except Exception as exc:
                 problems.append(f"stopping {proc.name}: {exc}")
         self._procs.clear()
+        self.timings["teardown_stop_daemons_s"] = time.monotonic() - t0
         try:
             self.cgroups.kill_all()  # shims, containers, pause, the control plane
         except RuntimeError as exc:
@@ -561,9 +594,16 @@ iptables -I FORWARD 1 -j {EGRESS_CHAIN}
                 problems.append(f"sysctl had changed and was restored: {fixed}")
             after = hoststate.capture()
             problems.extend(f"host changed: {d}" for d in self.before.diff(after))
+        if self.logs_to is not None:
+            for src in (self.log_dir, self.workdir / "control-plane" / "logs"):
+                if src.is_dir():
+                    shutil.copytree(src, self.logs_to / src.parent.name, dirs_exist_ok=True)
+        self.timings["teardown_restore_s"] = time.monotonic() - t0
         if not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        self.timings["teardown_total_s"] = time.monotonic() - t0
         self.handle = None
+        self._release_lock()
         if problems:
             logger.error("real node teardown: %s", "; ".join(problems))
             if check:
