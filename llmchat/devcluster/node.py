@@ -349,6 +349,12 @@ iptables -I FORWARD 1 -j {EGRESS_CHAIN}
                 path.mkdir(parents=True)
                 self._created_dirs.append(top)
             lines.append(f"mount -t tmpfs -o mode=0755,size=256m llmchat-node {p}")
+        # containerd's images and snapshots in memory: they vanish with the namespace, where
+        # deleting ~2 GB of unpacked files from disk took a minute on a busy machine
+        self.paths.containerd_root.mkdir(parents=True, exist_ok=True)
+        lines.append(
+            f"mount -t tmpfs -o mode=0700,size=8g llmchat-containerd {self.paths.containerd_root}"
+        )
         shields = self.paths.sysctl_shields
         shields.mkdir(parents=True, exist_ok=True)
         for key, value in KUBELET_SYSCTLS.items():
@@ -561,6 +567,11 @@ iptables -I FORWARD 1 -j {EGRESS_CHAIN}
             return []
         self._started = False
         problems: list[str] = []
+        if self.logs_to is not None and self.handle is not None:
+            try:
+                self.dump_diagnostics(self.logs_to / "cluster")
+            except Exception as exc:  # diagnostics must never block the teardown
+                logger.warning("could not dump the cluster's diagnostics: %s", exc)
         t0 = time.monotonic()
         # kubelet first (it would restart what we kill), with a grace: it ignores SIGTERM a while
         for proc in reversed(self._procs):
@@ -595,9 +606,12 @@ iptables -I FORWARD 1 -j {EGRESS_CHAIN}
             after = hoststate.capture()
             problems.extend(f"host changed: {d}" for d in self.before.diff(after))
         if self.logs_to is not None:
-            for src in (self.log_dir, self.workdir / "control-plane" / "logs"):
+            for src, name in (
+                (self.log_dir, "node"),
+                (self.workdir / "control-plane" / "logs", "control-plane"),
+            ):
                 if src.is_dir():
-                    shutil.copytree(src, self.logs_to / src.parent.name, dirs_exist_ok=True)
+                    shutil.copytree(src, self.logs_to / name, dirs_exist_ok=True)
         self.timings["teardown_restore_s"] = time.monotonic() - t0
         if not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -609,6 +623,44 @@ iptables -I FORWARD 1 -j {EGRESS_CHAIN}
             if check:
                 raise NodeError("the real node left the host changed: " + "; ".join(problems))
         return problems
+
+    def dump_diagnostics(self, dest: Path) -> None:
+        """Pods, events and every container's log, into ``dest`` (before a teardown)."""
+        if self.handle is None:
+            return
+        dest.mkdir(parents=True, exist_ok=True)
+        for name, args in {
+            "pods.txt": ("get", "pods", "-A", "-o", "wide"),
+            "events.txt": ("get", "events", "-A", "--sort-by=.lastTimestamp"),
+            "rooms.yaml": ("get", "chatrooms", "-A", "-o", "yaml"),
+            "leases.yaml": ("get", "leases", "-A", "-o", "yaml"),
+        }.items():
+            res = self.kubectl(*args, check=False, timeout=60)
+            (dest / name).write_text(res.stdout + res.stderr)
+        res = self.kubectl("get", "pods", "-A", "-o", "json", check=False, timeout=60)
+        if res.returncode != 0:
+            return
+        for pod in json.loads(res.stdout)["items"]:
+            ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+            out = self.kubectl(
+                "logs",
+                name,
+                "-n",
+                ns,
+                "--all-containers",
+                "--timestamps",
+                "--prefix",
+                check=False,
+                timeout=60,
+            )
+            (dest / f"pod-{ns}-{name}.log").write_text(out.stdout + out.stderr)
+
+    def exited_components(self) -> list[tuple[str, int]]:
+        """Components (control plane and node) that have exited, with their exit codes."""
+        out = [(p.name, code) for p in self._procs if (code := p.poll()) is not None]
+        if self.control_plane is not None:
+            out += self.control_plane.exited_components()
+        return out
 
     def component_log(self, name: str) -> str:
         return tail(self.log_dir / f"{name}.log", 80)

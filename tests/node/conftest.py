@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,9 +71,7 @@ def pytest_collection_modifyitems(
 
 
 @pytest.fixture(scope="module")
-def real_node(
-    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RealNodeCluster]:
+def real_node(pytestconfig: pytest.Config) -> Iterator[RealNodeCluster]:
     prepared = pytestconfig.stash.get(_PREPARED, None)
     if prepared is None:
         try:
@@ -83,7 +83,7 @@ def real_node(
     if os.geteuid() != 0:
         pytest.fail(f"the real node needs root. {_HINT}", pytrace=False)
     bins, images = prepared
-    logs = tmp_path_factory.mktemp("real-node-logs")
+    logs = _logs_dir()
     # the node's files (containerd's unpacked images: ~2 GB) go to a short path of their own,
     # removed at teardown; its logs are copied next to pytest's temporary files
     cluster = RealNodeCluster(
@@ -102,6 +102,19 @@ def real_node(
         yield cluster
     finally:
         cluster.stop(check=False)  # the tier's last test asserts the host came back
+
+
+def _logs_dir(keep: int = 3) -> Path:
+    """<repo>/.llmchat/real-node/<time>: the node's logs, pods' logs and the chaos records of
+    this run (the last ``keep`` runs are kept; pytest's own temporary directories are shared
+    with every other pytest run of the machine and rotate too fast)."""
+    top = HERE.parents[1] / ".llmchat" / "real-node"
+    top.mkdir(parents=True, exist_ok=True)
+    for old in sorted(p for p in top.iterdir() if p.is_dir())[: -keep + 1 or None]:
+        shutil.rmtree(old, ignore_errors=True)
+    out = top / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir()
+    return out
 
 
 @pytest.fixture(scope="module")

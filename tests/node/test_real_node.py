@@ -130,6 +130,40 @@ def steady(kubectl: Tool) -> bool:
     return status.get("phase") == "Ready" and bool(status.get("leader"))
 
 
+def _key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def quiet(story: Story) -> bool:
+    """The room has caught up: its newest human message is answered, nothing new for 5 s."""
+    token = next(iter(story.tokens.values()))
+    r = httpx.get(
+        f"{story.base_url}/api/v1/rooms/{ROOM}/messages",
+        params={"limit": 40},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    entries = r.json()["entries"]
+    humans = [e for e in entries if e["kind"] == "human"]
+    if not entries or not humans:
+        return True
+    last = _key(humans[-1]["id"])
+    answered = any(
+        e["kind"] == "model" and _key(str(e["meta"].get("cut") or "0-0")) >= last for e in entries
+    )
+    return answered and time.time() - _key(entries[-1]["id"])[0] / 1000 > 5
+
+
+def settle_room(kubectl: Tool, story: Story, key: str) -> None:
+    """Before a fault: every pod ready, the room led, and its answers caught up."""
+    wait_for(lambda: steady(kubectl), "the release and the room steady", 300)
+    t0 = time.monotonic()
+    wait_for(lambda: quiet(story), "the room to answer what it was asked", 300, 1.0)
+    FIGURES[f"{key}.quiet_wait_s"] = round(time.monotonic() - t0, 1)
+
+
+@pytest.mark.timeout(1800)  # includes starting the node (and waiting for another one to end)
 def test_node_is_ready_and_sealed(real_node: RealNodeCluster, kubectl: Tool) -> None:
     node = kubectl.json("get", "node", NODE_NAME)
     ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
@@ -305,6 +339,7 @@ def test_a_person_talks_to_the_room_through_the_service(
         conv = Conversation(story.base_url, ROOM)
         async with httpx.AsyncClient(timeout=30) as http:
             alice = await conv.join("alice", http)
+            story.tokens["alice"] = conv.tokens["alice"]
             post = await conv.say("alice", "Hello! What is a Kubernetes pod, in one sentence?")
             assert post.entry_id, post.error
 
@@ -375,6 +410,7 @@ class Fault:
 
 
 PEOPLE = ("ann", "bob", "cat", "dan", "eve", "fay")
+PERIOD_S = 8.0
 DELETED = re.compile(r"^(\S+) deleted pod (\S+)/(\S+)$", re.M)
 
 
@@ -397,10 +433,13 @@ async def run_fault(
             await conv.join(name, http, story.tokens.get(name))
             story.tokens[name] = conv.tokens[name]
         stop = asyncio.Event()
+        # two people talk at a person's pace (one message every 4 s between them): what these
+        # 2 cores can answer with two models and a judge generating on them; faster, the
+        # answers queue up and a recovery measures the backlog instead of the fault
         flow = asyncio.create_task(
-            conv.flow(names[:2], period=2.5, stop=stop, label=f"phase {story.phase}")
+            conv.flow(names[:2], period=PERIOD_S, stop=stop, label=f"phase {story.phase}")
         )
-        await asyncio.sleep(5)  # messages flowing
+        await asyncio.sleep(8)  # messages flowing
         await asyncio.to_thread(kubectl, "delete", "job", fault.job, "-n", NS, "--ignore-not-found")
         await asyncio.to_thread(
             kubectl, "apply", "-n", NS, "-f", str(ROOT / "chaos" / "jobs" / fault.file)
@@ -424,7 +463,7 @@ async def run_fault(
         while not await asyncio.to_thread(recovered, fault):
             assert time.monotonic() < deadline, f"{fault.job}: no recovery in {timeout:.0f} s"
             await asyncio.sleep(0.5)
-        await asyncio.sleep(5)  # and talking goes on
+        await asyncio.sleep(8)  # and talking goes on
         stop.set()
         await flow
         fault.posts = list(conv.posts)
@@ -448,14 +487,16 @@ def check_nothing_lost(fault: Fault, key: str) -> None:
     FIGURES[f"{key}.messages_sent"] = integrity.sent
     FIGURES[f"{key}.lost"] = integrity.lost
     FIGURES[f"{key}.duplicated"] = integrity.duplicated
-    assert integrity.sent >= 6, "messages were flowing across the fault"
+    assert integrity.sent >= 4, "messages were flowing across the fault"
+    sent = [p.sent_at for p in fault.posts]
+    assert min(sent) < fault.killed_at < max(sent), "messages were sent before and after it"
     assert integrity.ok and integrity.unacked == 0, integrity.problems
 
 
 @pytest.mark.timeout(600)
 def test_chaos_job_kills_a_chat_service_pod_while_people_talk(kubectl: Tool, story: Story) -> None:
     kubectl("apply", "-n", NS, "-f", str(ROOT / "chaos" / "jobs" / "rbac.yaml"))
-    wait_for(lambda: steady(kubectl), "the release and the room steady", 300)
+    settle_room(kubectl, story, "chaos.chat_service")
     before = {
         p["metadata"]["name"]
         for p in kubectl.json(
@@ -512,7 +553,7 @@ def test_chaos_job_kills_a_chat_service_pod_while_people_talk(kubectl: Tool, sto
 
 @pytest.mark.timeout(600)
 def test_chaos_job_kills_the_leaders_worker_while_people_talk(kubectl: Tool, story: Story) -> None:
-    wait_for(lambda: steady(kubectl), "the release and the room steady", 300)
+    settle_room(kubectl, story, "chaos.leader_worker")
     old = lease(kubectl, f"{ROOM}-leader")
     old_holder = old["holderIdentity"]
     old_term = int(room_status(kubectl).get("term") or 0)
@@ -546,9 +587,9 @@ def test_chaos_job_kills_the_leaders_worker_while_people_talk(kubectl: Tool, sto
     check_nothing_lost(fault, "chaos.leader_worker")
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_chaos_job_kills_the_active_judge_while_people_talk(kubectl: Tool, story: Story) -> None:
-    wait_for(lambda: steady(kubectl), "the release and the room steady", 300)
+    settle_room(kubectl, story, "chaos.judge")
     old_judge = lease(kubectl, f"{ROOM}-judge")["holderIdentity"]
 
     def standby_took_over(f: Fault) -> bool:
@@ -570,15 +611,29 @@ def test_chaos_job_kills_the_active_judge_while_people_talk(kubectl: Tool, story
     )
     check_nothing_lost(fault, "chaos.judge")
 
-    # and the new judge judges: the next verdict after the kill (people keep talking)
-    async def next_verdict() -> float:
+    # and the new judge judges: the next verdict after the kill (people keep talking). Judging
+    # a round with the local model takes a while on these cores: its latency (round -> verdict)
+    # before the fault is the yardstick for the one after
+    before = [
+        e
+        for e in fault.stored
+        if e["kind"] == "judge" and _key(e["id"])[0] / 1000 < fault.killed_at
+    ]
+    if before:
+        FIGURES["chaos.judge.verdict_latency_before_s"] = round(
+            (_key(before[-1]["id"])[0] - _key(str(before[-1]["meta"]["round"]))[0]) / 1000, 1
+        )
+
+    async def next_verdict() -> tuple[float, float]:
         conv = Conversation(story.base_url, ROOM)
         async with httpx.AsyncClient(timeout=30) as http:
             await conv.join("ann", http, story.tokens["ann"])
             stop = asyncio.Event()
-            flow = asyncio.create_task(conv.flow(["ann"], period=3.0, stop=stop, label="verdict"))
+            flow = asyncio.create_task(
+                conv.flow(["ann"], period=PERIOD_S / 2, stop=stop, label="verdict")
+            )
             try:
-                deadline = time.monotonic() + 300
+                deadline = time.monotonic() + 480
                 while time.monotonic() < deadline:
                     verdicts = [
                         e
@@ -586,15 +641,19 @@ def test_chaos_job_kills_the_active_judge_while_people_talk(kubectl: Tool, story
                         if e["kind"] == "judge"
                     ]
                     if verdicts:
-                        return int(str(verdicts[0]["id"]).split("-")[0]) / 1000 - fault.killed_at
+                        at = _key(verdicts[0]["id"])[0] / 1000
+                        latency = at - _key(str(verdicts[0]["meta"]["round"]))[0] / 1000
+                        return at - fault.killed_at, latency
                     await asyncio.sleep(1.0)
-                raise AssertionError("no verdict within 300 s of the judge's death")
+                raise AssertionError("no verdict within 480 s of the judge's death")
             finally:
                 stop.set()
                 await flow
                 await conv.close()
 
-    FIGURES["chaos.judge.next_verdict_s"] = round(asyncio.run(next_verdict()), 1)
+    after_kill, latency = asyncio.run(next_verdict())
+    FIGURES["chaos.judge.next_verdict_s"] = round(after_kill, 1)
+    FIGURES["chaos.judge.next_verdict_latency_s"] = round(latency, 1)
 
 
 def test_teardown_leaves_the_host_as_it_was(real_node: RealNodeCluster) -> None:
