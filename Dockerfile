@@ -27,7 +27,9 @@ ENV UV_SYSTEM_CERTS=1 \
 # dependencies first, in their own cached layer: they change only with the lock
 COPY tools/uv/requirements.txt tools/uv/
 COPY tools/llama/cmake-args tools/llama/build-wheel.sh tools/llama/lock-info.sh tools/llama/
-COPY tools/image/ tools/image/
+COPY tools/image/build-venv.sh tools/image/
+# the wheel `make image` hands over (with what it was built from), if any
+COPY tools/image/wheels/ tools/image/wheels/
 COPY pyproject.toml uv.lock ./
 RUN bash tools/image/build-venv.sh
 # then the project itself
@@ -37,6 +39,7 @@ COPY chat-service ./chat-service
 COPY model-worker ./model-worker
 COPY judge ./judge
 COPY operator ./operator
+COPY tools/image/install-project.sh tools/image/smoke_model.py tools/image/
 RUN bash tools/image/install-project.sh
 
 FROM ${BASE_IMAGE}

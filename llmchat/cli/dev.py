@@ -171,9 +171,14 @@ def _real_node(workdir: Path | None, bins: Binaries, timeout: float) -> None:
         console.print(f"kubeconfig: [bold]{handle.kubeconfig}[/]")
         console.print(f"logs:       {node.log_dir} (and {handle.log_dir})")
         console.print()
-        console.print(f"export KUBECONFIG={handle.kubeconfig}", markup=False, highlight=False)
         console.print(
-            f'export PATH="{handle.binaries.bin_dir}:$PATH"', markup=False, highlight=False
+            f"export KUBECONFIG={handle.kubeconfig}", markup=False, highlight=False, soft_wrap=True
+        )
+        console.print(
+            f'export PATH="{handle.binaries.bin_dir}:$PATH"',
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
         console.print(
             "helm install llm-in-the-chat helm/llm-in-the-chat -n llmchat --create-namespace "
@@ -181,17 +186,20 @@ def _real_node(workdir: Path | None, bins: Binaries, timeout: float) -> None:
             "--set redis.image.repository=llm-in-the-chat-redis --set redis.image.tag=bookworm",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
         console.print(
             "kubectl -n llmchat apply -f k8s/samples/lobby-local.yaml && "
             "kubectl -n llmchat get rooms",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
         console.print(
             "kubectl -n llmchat port-forward service/llm-in-the-chat-chat-service 8000:8000",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
         console.print()
         console.print(
@@ -215,4 +223,6 @@ def _real_node(workdir: Path | None, bins: Binaries, timeout: float) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for problem in problems:
             err.print(f"[bold red]{problem}[/]")
-    console.print("[green]cluster stopped, host restored[/]")
+    if problems:
+        raise typer.Exit(1)
+    console.print("[green]cluster stopped; the host is as it was[/]")

@@ -327,12 +327,13 @@ ip route add {n.service_cidr} dev {n.node_link}
 # bridged pod traffic goes through iptables (Services between pods on the bridge)
 echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables
 echo 1 > /proc/sys/net/ipv4/ip_forward
-# forwarded traffic may only go to a pod or to the node: anything else would leave
-iptables -N {EGRESS_CHAIN}
-iptables -A {EGRESS_CHAIN} -d {n.pod_cidr} -j RETURN
-iptables -A {EGRESS_CHAIN} -d {n.node_ip}/32 -j RETURN
-iptables -A {EGRESS_CHAIN} -j DROP
-iptables -I FORWARD 1 -j {EGRESS_CHAIN}
+# forwarded traffic may only go to a pod or to the node: anything else would leave. In the
+# mangle table, which runs before filter's FORWARD (where kube-proxy puts its own rules first)
+iptables -t mangle -N {EGRESS_CHAIN}
+iptables -t mangle -A {EGRESS_CHAIN} -d {n.pod_cidr} -j RETURN
+iptables -t mangle -A {EGRESS_CHAIN} -d {n.node_ip}/32 -j RETURN
+iptables -t mangle -A {EGRESS_CHAIN} -j DROP
+iptables -t mangle -A FORWARD -j {EGRESS_CHAIN}
 """
         self.ns.run(["sh", "-c", script])
 

@@ -176,8 +176,8 @@ def test_node_is_ready_and_sealed(real_node: RealNodeCluster, kubectl: Tool) -> 
     assert real_node.routes, "the addresses were checked with ip route get before starting"
     outside = [r for r in real_node.routes if r.kind == "unreachable"]
     assert {"1.1.1.1", "8.8.8.8"} <= {r.address for r in outside}
-    forward = real_node.ns.run(["iptables", "-S", "FORWARD"]).stdout.splitlines()
-    assert f"-A FORWARD -j {EGRESS_CHAIN}" in forward
+    forward = real_node.ns.run(["iptables", "-t", "mangle", "-S", "FORWARD"]).stdout.splitlines()
+    assert forward[1:] == [f"-A FORWARD -j {EGRESS_CHAIN}"]  # the only rule: before any other
     ours = {"lo", real_node.net.node_link, real_node.net.pod_bridge}
     assert all(link in ours or link.startswith("veth") for link in real_node.ns.links())
 
@@ -288,11 +288,16 @@ def test_helm_install_the_chart(real_node: RealNodeCluster, helm: Tool, kubectl:
         "--wait",
         "--timeout",
         "10m",
-        # the only difference from the quickstart: Redis' image (no Docker Hub here)
+        # the only differences from the quickstart: the images from Docker Hub (none here):
+        # Redis, and the curl of `helm test`, come from our Redis image
         "--set",
         "redis.image.repository=llm-in-the-chat-redis",
         "--set",
         "redis.image.tag=bookworm",
+        "--set",
+        "tests.image.repository=llm-in-the-chat-redis",
+        "--set",
+        "tests.image.tag=bookworm",
         timeout=700,
     )
     FIGURES["helm_install_wait_s"] = round(time.monotonic() - t0, 1)
@@ -305,6 +310,9 @@ def test_helm_install_the_chart(real_node: RealNodeCluster, helm: Tool, kubectl:
         for c in pod["spec"]["containers"]:
             assert c["securityContext"]["readOnlyRootFilesystem"] is True, pod["metadata"]["name"]
             assert c["securityContext"]["runAsNonRoot"] is True
+    # the quickstart's check: its curl pod (on our Redis image, which carries curl)
+    out = helm("test", RELEASE, "-n", NS, "--timeout", "5m", timeout=330).stdout
+    assert "Phase:          Succeeded" in out, out
 
 
 @pytest.mark.timeout(600)
@@ -654,6 +662,39 @@ def test_chaos_job_kills_the_active_judge_while_people_talk(kubectl: Tool, story
     after_kill, latency = asyncio.run(next_verdict())
     FIGURES["chaos.judge.next_verdict_s"] = round(after_kill, 1)
     FIGURES["chaos.judge.next_verdict_latency_s"] = round(latency, 1)
+
+
+@pytest.mark.timeout(600)
+def test_redis_pod_deleted_keeps_the_timeline(kubectl: Tool, story: Story) -> None:
+    """The AOF is on the PersistentVolume: a new Redis pod has every message."""
+    token = story.tokens["ann"]
+
+    def count() -> int:
+        async def go() -> int:
+            conv = Conversation(story.base_url, ROOM)
+            conv.tokens["ann"] = token
+            async with httpx.AsyncClient(timeout=30) as http:
+                return len(await conv.timeline(http))
+
+        return asyncio.run(go())
+
+    settle_room(kubectl, story, "redis")
+    before = count()
+    t0 = time.time()
+    kubectl("delete", "pod", f"{RELEASE}-redis-0", "-n", NS, "--wait=false")
+    wait_for(
+        lambda: (
+            kubectl.json("get", "pod", f"{RELEASE}-redis-0", "-n", NS)["metadata"]["uid"]
+            and ready_replicas(kubectl, f"statefulset/{RELEASE}-redis") == 1
+            and httpx.get(story.base_url + "/readyz", timeout=5).status_code == 200
+        ),
+        "a new Redis pod, ready, and chat-service ready on it",
+        300,
+    )
+    after = wait_for(count, "the timeline through the Service", 120)
+    FIGURES["redis.pod_deleted_back_s"] = round(time.time() - t0, 1)
+    FIGURES["redis.timeline_entries"] = after
+    assert after >= before > 0  # nothing lost (the models may have added an answer since)
 
 
 def test_teardown_leaves_the_host_as_it_was(real_node: RealNodeCluster) -> None:
