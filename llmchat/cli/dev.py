@@ -189,7 +189,7 @@ def _real_node(workdir: Path | None, bins: Binaries, timeout: float) -> None:
             soft_wrap=True,
         )
         console.print(
-            "kubectl -n llmchat apply -f k8s/samples/lobby-local.yaml && "
+            "kubectl -n llmchat apply -f k8s/samples/llamacpp/lobby.yaml && "
             "kubectl -n llmchat get rooms",
             markup=False,
             highlight=False,

@@ -318,7 +318,7 @@ def test_helm_install_the_chart(real_node: RealNodeCluster, helm: Tool, kubectl:
 @pytest.mark.timeout(600)
 def test_sample_room_is_ready_with_a_leader(kubectl: Tool) -> None:
     t0 = time.monotonic()
-    kubectl("apply", "-n", NS, "-f", str(ROOT / "k8s" / "samples" / "lobby-local.yaml"))
+    kubectl("apply", "-n", NS, "-f", str(ROOT / "k8s" / "samples" / "llamacpp" / "lobby.yaml"))
 
     def shown_ready() -> list[str] | None:
         # what the user watches: NAME MODELS LEADER PHASE AGE
