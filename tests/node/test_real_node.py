@@ -136,7 +136,8 @@ def _key(entry_id: str) -> tuple[int, int]:
 
 
 def quiet(story: Story) -> bool:
-    """The room has caught up: its newest human message is answered, nothing new for 5 s."""
+    """The room has caught up: its newest human message is answered (an answer, or the note
+    that a model could not answer, ends a turn), nothing new for 5 s."""
     token = next(iter(story.tokens.values()))
     r = httpx.get(
         f"{story.base_url}/api/v1/rooms/{ROOM}/messages",
@@ -150,7 +151,9 @@ def quiet(story: Story) -> bool:
         return True
     last = _key(humans[-1]["id"])
     answered = any(
-        e["kind"] == "model" and _key(str(e["meta"].get("cut") or "0-0")) >= last for e in entries
+        e["kind"] in ("model", "system")
+        and _key(str((e["meta"] or {}).get("cut") or "0-0")) >= last
+        for e in entries
     )
     return answered and time.time() - _key(entries[-1]["id"])[0] / 1000 > 5
 
