@@ -28,6 +28,7 @@ from llmchat.ids import server_msg_id
 from llmchat.keys import LEADER_QUEUE
 from llmchat.lease import FENCE_LUA, now_ms
 from llmchat.models import Entry, EntryKind, NewEntry, Room, RoomMode
+from llmchat.rooms import ParsedRooms
 from llmchat.timeline import (
     APPEND_LUA,
     AppendResult,
@@ -196,19 +197,8 @@ class Router:
         self._post = self._batch.script(_POST_LUA)
         self._state = self._batch.script(_STATE_LUA)
         self.max_model_streak = max_model_streak
-        # The room's stored JSON -> its parsed config: the document is read with every post (in
-        # the same round trip), but parsed again only when it changed.
-        self._rooms: dict[str, tuple[bytes | str, Room]] = {}
-
-    def _room(self, name: str, meta: bytes | str) -> Room:
-        cached = self._rooms.get(name)
-        if cached is not None and cached[0] == meta:
-            return cached[1]
-        room = Room.model_validate_json(meta)
-        if len(self._rooms) > 10_000:
-            self._rooms.clear()
-        self._rooms[name] = (meta, room)
-        return room
+        # the room's document is read with every post (in the same round trip as its state)
+        self._rooms = ParsedRooms()
 
     async def post(self, room_name: str, entry: NewEntry, fence: Fence | None = None) -> PostResult:
         """Store ``entry`` and enqueue the jobs it calls for (one round trip to read the room)."""
@@ -240,7 +230,7 @@ class Router:
         meta, member_keys, streak_raw, turns_raw, due = cast(list[Any], state)
         if not meta:
             raise RoomNotFoundError(room_name)
-        room = self._room(room_name, meta)
+        room = self._rooms.parse(room_name, meta)
         route = decide(
             room,
             kind=entry.kind,
