@@ -18,9 +18,11 @@ of others are merged into one ``user`` turn (the message being answered always h
 `flatten` undoes the framing: it gives back the window's lines from any model's prompt,
 identical for every model.
 
-One exception, recorded in the answer's meta (``retried: "repeat"``): an answer that copies a
-line of the window word for word (a small model looping) is asked again from the system message
-and the message being answered alone.
+Two exceptions, recorded in the answer's meta (``retried``): an answer that copies a line of the
+window word for word (``"repeat"``, a small model looping) is asked again from the system
+message and the message being answered alone; an answer that opens as someone else
+(``"forged"``: ``alice: Hello, I'm alice.``, nothing left once cleaned) is asked again the same
+way, the message also without its speaker's name.
 
 Prefix stability (prompt caching): a backend can reuse the KV cache of the previous prompt only
 for the tokens the new prompt starts with. The conversation grows at its end, so the prefix is
@@ -243,9 +245,20 @@ def repeats_the_window(answer: str, messages: Sequence[ChatMessage], name: str) 
     return any(_norm(line.partition(": ")[2]) == norm for line in flatten(messages, name))
 
 
-def message_alone(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
-    """The prompt cut to its system message and the message being answered (its last turn)."""
-    return [messages[0], messages[-1]] if len(messages) > 2 else list(messages)
+def message_alone(
+    messages: Sequence[ChatMessage], *, unlabelled: bool = False
+) -> list[ChatMessage]:
+    """The prompt cut to its system message and the message being answered (its last turn);
+    ``unlabelled`` also drops the speaker's name in front of that message (``alice: hi`` ->
+    ``hi``), so a model that answered by writing the next ``alice:`` line is not primed again."""
+    alone = [messages[0], messages[-1]] if len(messages) > 2 else list(messages)
+    last = alone[-1]
+    if unlabelled and last.role == "user":
+        speaker, sep, text = last.content.partition(": ")
+        if sep and speaker and "\n" not in speaker:
+            body = text.replace("\n" + CONTINUATION, "\n")
+            alone[-1] = ChatMessage(role="user", content=body)
+    return alone
 
 
 def _split_lines(content: str) -> list[str]:

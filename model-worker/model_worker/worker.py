@@ -338,6 +338,31 @@ class Worker:
             with contextlib.suppress(*UNAVAILABLE_ERRORS):
                 await self.queue.renew(jobs)
 
+    async def _answer(
+        self,
+        room: str,
+        base: dict[str, Any],
+        messages: list[ChatMessage],
+        speakers: set[str],
+    ) -> tuple[Streamed, str, list[ChatMessage], str | None]:
+        """Stream the answer, cleaned; asked once more, from the message being answered alone,
+        when a small model copied an earlier line of the room word for word (``repeat``) or
+        wrote nothing but someone else's line (``forged``: ``alice: Hello, I'm alice.``)."""
+        out = await self._stream(room, base, messages, speakers)
+        text = clean_answer(out.raw, self.name, speakers)
+        if out.outcome != "ok":
+            return out, text, messages, None
+        if repeats_the_window(text, messages, self.name):
+            retried, alone = "repeat", message_alone(messages)
+        elif not text and speaks_for_others(out.raw, self.name, speakers):
+            retried, alone = "forged", message_alone(messages, unlabelled=True)
+        else:
+            return out, text, messages, None
+        metrics.GENERATIONS.labels(self.name, retried).inc()
+        log.info("answer_retrying", model=self.name, room=room, turn=base["turn"], why=retried)
+        out = await self._stream(room, {**base, "retry": retried}, alone, speakers)
+        return out, clean_answer(out.raw, self.name, speakers), alone, retried
+
     async def _stream(
         self, room: str, base: dict[str, Any], messages: list[ChatMessage], speakers: set[str]
     ) -> Streamed:
@@ -407,18 +432,7 @@ class Worker:
         speakers = {e.author for e in entries} | ({m.name for m in cfg.models} if cfg else set())
         base = {"model": self.name, "turn": turn.cut, "worker": self.settings.consumer}
         started = time.monotonic()
-        out = await self._stream(room, base, messages, speakers)
-        text = clean_answer(out.raw, self.name, speakers)
-        retried = None
-        if out.outcome == "ok" and repeats_the_window(text, messages, self.name):
-            # a small model caught in a loop copies an earlier line of the room word for word
-            # instead of answering; asked the message alone, it answers it
-            retried = "repeat"
-            metrics.GENERATIONS.labels(self.name, "repeat").inc()
-            log.info("answer_repeated_retrying", model=self.name, room=room, cut=turn.cut)
-            messages = message_alone(messages)
-            out = await self._stream(room, {**base, "retry": retried}, messages, speakers)
-            text = clean_answer(out.raw, self.name, speakers)
+        out, text, messages, retried = await self._answer(room, base, messages, speakers)
         total = time.monotonic() - started
         self.load = 0
         if self.affinity is not None:
@@ -516,7 +530,12 @@ class Worker:
             )
             await self.timeline.append(room, note)
             log.warning(
-                "generation_problem", model=self.name, room=room, outcome=outcome, problem=problem
+                "generation_problem",
+                model=self.name,
+                room=room,
+                outcome=outcome,
+                problem=problem,
+                raw=out.raw[:300],
             )
         if text:  # picked up -> answer stored (the "AI complete" latency)
             picked = max(j.picked_at for j in jobs)

@@ -148,7 +148,13 @@ async def test_a_copied_answer_is_asked_again_from_the_message_alone(
 async def test_a_cut_answer_is_marked_and_one_for_others_only_is_reported(
     redis_server: RedisServer,
 ) -> None:
-    script = iter([("A long answer that ran out of", "length"), ("al: I answer for al", "stop")])
+    script = iter(
+        [
+            ("A long answer that ran out of", "length"),
+            ("al: I answer for al", "stop"),
+            ("al: and once more for al", "stop"),  # the retry does it again: reported
+        ]
+    )
     backend = ScriptedBackend(lambda _m: next(script))
     entries, _ = await run_turns(redis_server.url, backend, ["Tell me everything.", "Hi?"])
     cut = next(e for e in entries if e.kind == "model")
@@ -157,4 +163,42 @@ async def test_a_cut_answer_is_marked_and_one_for_others_only_is_reported(
     notes = [e for e in entries if e.kind == "system"]
     assert len(notes) == 1 and "spoke for other participants" in notes[0].text
     assert notes[0].meta["outcome"] == "empty" and notes[0].meta["forged_cut"] is True
+    assert notes[0].meta["retried"] == "forged" and len(backend.prompts) == 3
     assert [e.kind for e in entries].count(EntryKind.MODEL) == 1  # the forged one: not posted
+
+
+async def test_an_answer_written_as_the_asker_is_asked_again_without_the_name(
+    redis_server: RedisServer,
+) -> None:
+    """smollm2-135m answers ``alice: Say hello in one sentence.`` with ``alice: Hello, I'm
+    alice.``: primed by the label, it writes the asker's next line. Asked the message alone,
+    without the label, it answers."""
+
+    def reply(messages: list[ChatMessage]) -> tuple[str, str]:
+        last = messages[-1].content
+        if last.startswith("al: "):
+            return "al: Hello, I'm al.", "stop"
+        return f"Hello! You said: {last}", "stop"
+
+    backend = ScriptedBackend(reply)
+    entries, events = await run_turns(redis_server.url, backend, ["Say hello in one sentence."])
+    answers = [e for e in entries if e.kind == "model"]
+    assert [a.text for a in answers] == ["Hello! You said: Say hello in one sentence."]
+    assert answers[0].meta["retried"] == "forged"
+    assert backend.prompts[1][-1] == ChatMessage(role="user", content="Say hello in one sentence.")
+    assert not [e for e in entries if e.kind == "system"]
+    starts = [e for e in events if e.get("type") == "start"]
+    assert [s.get("retry") for s in starts] == [None, "forged"]
+
+
+def test_the_message_alone_unlabelled_keeps_its_lines_and_drops_the_name() -> None:
+    msgs = [
+        ChatMessage(role="system", content="You are ada."),
+        ChatMessage(role="user", content="bo: hi"),
+        ChatMessage(role="user", content="al: two lines:\n  - first\n  - second"),
+    ]
+    assert message_alone(msgs, unlabelled=True) == [
+        msgs[0],
+        ChatMessage(role="user", content="two lines:\n- first\n- second"),
+    ]
+    assert message_alone(msgs) == [msgs[0], msgs[-1]]
