@@ -236,11 +236,6 @@ class RoomClient:
         finally:
             self._acks.pop(msg_id, None)
 
-    async def send_raw(self, data: str | bytes) -> None:
-        if self._ws is None:
-            raise ClientError("not_connected", "not connected")
-        await self._ws.send(data)
-
     async def wait_for(
         self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
     ) -> None:

@@ -1,4 +1,5 @@
-"""Rooms and their members, stored in Redis."""
+"""Rooms and their members, stored in Redis; and the rules of a room: who may know of it, how
+large a message and how many messages a person may post in it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import cast
 import redis.asyncio as aioredis
 
 from llmchat import keys
-from llmchat.models import RESERVED_NAMES, Member, Room, RoomCreate
+from llmchat.models import RESERVED_NAMES, Member, Room, RoomCreate, RoomVisibility
 from llmchat.names import looks_like_any
+from llmchat.ratelimit import Limit
 from llmchat.timeline import RoomNotFoundError
 
 
@@ -35,21 +37,64 @@ class Access:
     invited: bool
 
 
-class RoomStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self._redis = redis
-        # a room's stored JSON -> its parsed document: parsed again only when it changed
-        self._parsed: dict[str, tuple[str, Room]] = {}
+def may_see(room: Room, *, admin: bool, member: bool, invited: bool) -> bool:
+    """Whether someone may know of ``room``: anyone a public room; an invitation-only room its
+    members and the invited only (and the admin every room)."""
+    return admin or room.visibility == RoomVisibility.PUBLIC or member or invited
 
-    def _room(self, name: str, raw: str) -> Room:
+
+def max_message_bytes(room: Room, service_limit: int) -> int:
+    """The largest message text in ``room``: its own limit within the service's."""
+    own = room.limits.max_message_bytes
+    return min(own, service_limit) if own else service_limit
+
+
+def user_limit(room: Room, service_limit: Limit) -> Limit:
+    """The per-person message limit in a room: the room's own, else the service's."""
+    own = room.limits
+    return Limit(
+        own.messages_per_minute
+        if own.messages_per_minute is not None
+        else service_limit.per_minute,
+        own.burst if own.burst is not None else service_limit.burst,
+    )
+
+
+def user_bucket(room: Room, user: str) -> str:
+    """Whose bucket a person's message takes from: one per person across the rooms on the
+    service's limit, and one per person *and room* in a room with limits of its own. A bucket
+    is only ever refilled at one rate to one size, so a room with generous limits cannot fill
+    up the bucket another room's limit drains (room names hold no '/', so the key is
+    unambiguous)."""
+    own = room.limits.messages_per_minute is not None or room.limits.burst is not None
+    return f"{room.name}/{user.casefold()}" if own else user.casefold()
+
+
+class ParsedRooms:
+    """Rooms' stored JSON -> their parsed documents, parsed again only when the JSON changed
+    (a room's document is read with every post and every access check)."""
+
+    #: Documents kept at most (then the cache starts afresh).
+    MAX_ROOMS = 10_000
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, tuple[bytes | str, Room]] = {}
+
+    def parse(self, name: str, raw: bytes | str) -> Room:
         cached = self._parsed.get(name)
         if cached is not None and cached[0] == raw:
             return cached[1]
         room = Room.model_validate_json(raw)
-        if len(self._parsed) > 10_000:
+        if len(self._parsed) > self.MAX_ROOMS:
             self._parsed.clear()
         self._parsed[name] = (raw, room)
         return room
+
+
+class RoomStore:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._parsed = ParsedRooms()
 
     async def access(self, name: str, user: str | None) -> Access:
         """The room and whether ``user`` (None: nobody, e.g. the admin) is a member or invited.
@@ -65,7 +110,7 @@ class RoomStore:
             pipe.sismember(keys.invitations(name), folded)
             raw, member_raw, invited = await pipe.execute()
         return Access(
-            self._room(name, raw) if raw else None,
+            self._parsed.parse(name, raw) if raw else None,
             Member.model_validate_json(member_raw) if member_raw and user else None,
             bool(invited) and user is not None,
         )

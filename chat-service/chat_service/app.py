@@ -21,8 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chat_service import metrics
 from chat_service.api import auth, health, messages, rooms, standings, ws
 from chat_service.api.errors import error_response, install
+from chat_service.fanout import Fanout
 from chat_service.gc_policy import GcPolicy
-from chat_service.hub import Hub
 from chat_service.settings import ChatServiceSettings
 from chat_service.state import ServiceState
 from llmchat import __version__
@@ -248,7 +248,7 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
             redis=redis,
             timeline=timeline,
             rooms=RoomStore(redis),
-            hub=Hub(settings.redis_url, timeline, settings.client_queue),
+            fanout=Fanout(settings.redis_url, timeline, settings.client_queue),
             router=Router(redis, timeline, settings.max_model_streak),
             replica=replica,
             signer=TokenSigner(
@@ -264,7 +264,7 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
             if indexed:
                 log.info("user_skeletons_indexed", names=indexed)
         watcher = asyncio.create_task(_watch_redis(state), name="redis-watcher")
-        gc_policy = GcPolicy(lambda: state.hub.stats()["subscribers"])
+        gc_policy = GcPolicy(lambda: state.fanout.stats()["subscribers"])
         if settings.gc_freeze:
             gc_policy.start()
         log.info("chat_service_started", replica=replica, redis=redact_url(settings.redis_url))
@@ -273,7 +273,7 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
         finally:
             await stop_task(watcher)
             await gc_policy.stop()
-            await state.hub.close()
+            await state.fanout.close()
             await redis.aclose()
 
     title = "LLM-In-The-Chat chat-service"

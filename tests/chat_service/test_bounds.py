@@ -7,10 +7,16 @@ import asyncio
 import json
 
 import pytest
-from chat_service.api.ws import MAX_CLOSE_REASON_BYTES, close_reason
 from chat_service.hub import Subscriber
 from chat_service.inbound import FrameBudget
-from chat_service.protocol import MAX_ERROR_CHARS, FrameError, error_frame, parse_client_frame
+from chat_service.protocol import (
+    MAX_CLOSE_REASON_BYTES,
+    MAX_ERROR_CHARS,
+    FrameError,
+    close_reason,
+    error_frame,
+    parse_client_frame,
+)
 from chat_service.settings import ChatServiceSettings
 
 from tests.support.auth import TOKEN_SECRET

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chat_service import metrics
+from chat_service.posting import EmptyMessageError, MessageTextError, MessageTooLargeError
 from llmchat.ratelimit import RateLimitedError
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import NameTakenError, RoomExistsError
@@ -51,6 +52,13 @@ def _describe(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+#: The HTTP status of a message text that cannot be posted (the code is ``invalid_message``).
+TEXT_ERROR_STATUS: dict[type[MessageTextError], int] = {
+    EmptyMessageError: 422,
+    MessageTooLargeError: 413,
+}
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
@@ -73,6 +81,10 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(MessageTextError)
+    async def _text(_: Request, exc: MessageTextError) -> JSONResponse:
+        return error_response(TEXT_ERROR_STATUS[type(exc)], "invalid_message", str(exc))
 
     @app.exception_handler(RoomNotFoundError)
     async def _room(_: Request, exc: RoomNotFoundError) -> JSONResponse:

@@ -15,17 +15,11 @@ from llmchat.models import (
     Room,
     RoomCreate,
     RoomModel,
-    RoomVisibility,
 )
+from llmchat.rooms import may_see
 
-from .deps import (
-    AdminDep,
-    IdentityDep,
-    RoomPath,
-    StateDep,
-    member_room,
-    visible_room,
-)
+from .access import member_room, visible_room
+from .deps import AdminDep, IdentityDep, RoomPath, StateDep
 from .errors import ApiError, responses
 
 router = APIRouter(prefix="/rooms", tags=["rooms"])
@@ -108,7 +102,7 @@ async def list_rooms(state: StateDep, identity: IdentityDep) -> RoomList:
         rooms=[
             room_info(room, member)
             for room, (member, invited) in zip(rooms, standing, strict=True)
-            if room.visibility == RoomVisibility.PUBLIC or member or invited
+            if may_see(room, admin=False, member=member, invited=invited)
         ]
     )
 
