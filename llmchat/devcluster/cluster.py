@@ -304,9 +304,6 @@ class DevCluster:
         )
         return handle
 
-    def _remaining(self) -> float:
-        return max(1.0, self._deadline - time.monotonic())
-
     def _start(self) -> ClusterHandle:
         bins = self.binaries or find_binaries()
         versions = read_versions()
