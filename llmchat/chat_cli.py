@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from rich.console import Console, Group
@@ -38,7 +39,10 @@ KIND_STYLE = {
     "judge": "bold yellow",
     "system": "dim italic",
 }
-HELP = "Type a message and press Enter. @name mentions a model or a person. Ctrl-D or /quit leaves."
+HELP = (
+    "Type a message and press Enter. @name mentions a model or a person. Ctrl-D or /quit "
+    "closes the client; /leave also takes you out of the room's members."
+)
 
 
 def _clock(ts: float) -> str:
@@ -231,8 +235,9 @@ async def _keep_fresh(urls: list[str], session: Session, client: RoomClient) -> 
             r = await _call(urls, "POST", "/auth/refresh", session.token)
             if r.status_code == 200:
                 out = r.json()
-                session.token = client.token = str(out["token"])
+                session.token = str(out["token"])
                 session.expires_at = out.get("expires_at")
+                await client.set_token(session.token)  # the open socket too
 
 
 async def _leader(urls: list[str], room: str, token: str) -> str | None:
@@ -312,6 +317,10 @@ async def chat(
             line = await queue.get()
             if line is None or line.strip() == "/quit":
                 break
+            if line.strip() == "/leave":
+                if await _leave(urls, room, session, view):
+                    break
+                continue
             if not line.strip():
                 continue
             try:
@@ -330,6 +339,21 @@ async def chat(
             live.stop()
         await client.close()
     return 0
+
+
+async def _leave(urls: list[str], room: str, session: Session, view: ChatView) -> bool:
+    """Leave the room (``DELETE /rooms/{room}/members/{me}``); False when that failed."""
+    try:
+        r = await _call(urls, "DELETE", f"/rooms/{quote(room)}/members/{quote(session.name)}",
+                        session.token)  # fmt: skip
+    except NoServiceError as exc:
+        view.note(f"could not leave: no chat-service answered ({exc})", style="bold red")
+        return False
+    if r.status_code != 204:
+        view.note(f"could not leave: {_error(r)[1]}", style="bold red")
+        return False
+    view.note(f"— left {room}")
+    return True
 
 
 def run_chat(urls: list[str], room: str, name: str | None, token: str | None = None) -> int:

@@ -79,6 +79,7 @@ class RoomClient:
         self.on_entry = on_entry
         self.on_live = on_live
         self.replica: str | None = None
+        self.expires_at: float | None = None  # of the token the open socket last accepted
         self._reconnect_delay = reconnect_delay
         self._url_index = 0
         self._ws: ClientConnection | None = None
@@ -164,10 +165,20 @@ class RoomClient:
                 if frame is not None:
                     await ws.send(json.dumps(frame))
 
+    async def set_token(self, token: str) -> None:
+        """Use ``token`` from now on: for reconnects, and on the open socket at once (an ``auth``
+        frame), which the service would otherwise close when the old token expires."""
+        self.token = token
+        if self._ws is not None:
+            with contextlib.suppress(websockets.exceptions.WebSocketException):
+                await self._ws.send(json.dumps({"type": "auth", "token": token}))
+
     def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         if kind == "welcome":
             self.replica = frame.get("replica")
+        elif kind == "authenticated":
+            self.expires_at = frame.get("expires_at")
         elif kind == "entry":
             entry = frame["entry"]
             if self.cursor is not None and not is_after(entry["id"], self.cursor):
@@ -224,11 +235,6 @@ class RoomClient:
             return await asyncio.wait_for(fut, timeout)
         finally:
             self._acks.pop(msg_id, None)
-
-    async def send_raw(self, data: str | bytes) -> None:
-        if self._ws is None:
-            raise ClientError("not_connected", "not connected")
-        await self._ws.send(data)
 
     async def wait_for(
         self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0

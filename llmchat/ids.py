@@ -8,6 +8,10 @@ import uuid
 # ``\Z``, not ``$``: ``$`` also matches before a final newline ("0-0\n" is not an id)
 _STREAM_ID = re.compile(r"\A(\d{1,20})-(\d{1,20})\Z")
 _MSG_ID = re.compile(r"\A[A-Za-z0-9_.:-]{1,64}\Z")
+#: Server-made ids: ``<kind>/<part>[/<part>...]``. A client id cannot contain '/', so no client
+#: can take (and so silence) an id the service, a model worker or the judge will write.
+_SERVER_ID = re.compile(r"\A[a-z]{1,16}(?:/[A-Za-z0-9_.:-]{1,64}){1,6}\Z")
+MAX_SERVER_ID = 200
 _U64 = 2**64
 
 #: The cursor before the first entry of any room.
@@ -34,12 +38,42 @@ def is_after(a: str, b: str) -> bool:
     return parse_stream_id(a) > parse_stream_id(b)
 
 
-def validate_msg_id(value: str) -> str:
+def is_client_msg_id(value: str) -> bool:
+    return bool(_MSG_ID.match(value))
+
+
+def is_server_msg_id(value: str) -> bool:
+    return len(value) <= MAX_SERVER_ID and bool(_SERVER_ID.match(value))
+
+
+def validate_client_msg_id(value: str) -> str:
+    """An id a client may choose (REST ``id``, a WebSocket post's ``id``)."""
     if not _MSG_ID.match(value):
         raise ValueError(
             "invalid message id: use 1-64 characters from letters, digits, '_', '.', ':' and '-'"
         )
     return value
+
+
+def validate_msg_id(value: str) -> str:
+    """Any stored id: a client's, or one the system made (:func:`server_msg_id`)."""
+    if is_server_msg_id(value):
+        return value
+    return validate_client_msg_id(value)
+
+
+def server_msg_id(kind: str, *parts: str) -> str:
+    """The id of an entry the system writes, e.g. ``server_msg_id("lead", cut)`` ->
+    ``lead/1700000000000-0``: in a namespace of its own (clients cannot use '/')."""
+    value = "/".join((kind, *parts))
+    if not is_server_msg_id(value):
+        raise ValueError(f"invalid server message id {value!r}")
+    return value
+
+
+def server_id_kind(value: str) -> str | None:
+    """``"lead"`` for ``lead/...``; None for a client's id."""
+    return value.split("/", 1)[0] if is_server_msg_id(value) else None
 
 
 def new_msg_id() -> str:

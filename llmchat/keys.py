@@ -67,6 +67,11 @@ def ratings(room: str) -> str:
     return f"{PREFIX}:room:{{{room}}}:ratings"
 
 
+def rated_rounds(room: str) -> str:
+    """Set of the rounds (cuts) already folded into the room's ratings: each counts once."""
+    return f"{PREFIX}:room:{{{room}}}:rated"
+
+
 def rounds(room: str) -> str:
     """Stream of rounds for the judge: a cut and the models asked (consumer group 'judges')."""
     return f"{PREFIX}:room:{{{room}}}:rounds"
@@ -107,6 +112,18 @@ def connections(user: str) -> str:
 def users() -> str:
     """Hash of case-folded user name -> user JSON (registered names, so nobody takes them)."""
     return f"{PREFIX}:users"
+
+
+def user_skeletons() -> str:
+    """Hash of a name's confusable skeleton -> the case-folded name that holds it (so no one
+    takes a look-alike of a taken name; see llmchat.names)."""
+    return f"{PREFIX}:user-skeletons"
+
+
+def user_versions() -> str:
+    """Hash of case-folded user name -> token version (a user's tokens name it; signing out
+    moves it on)."""
+    return f"{PREFIX}:user-versions"
 
 
 def invitations(room: str) -> str:

@@ -6,15 +6,14 @@ that every chat-service replica can show them while a model is still writing.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from llmchat import keys
+from llmchat.jsonfmt import compact_json
 
 
 async def publish(redis: aioredis.Redis, room: str, event: dict[str, Any]) -> int:
     """Publish one event to the room's live channel; returns how many replicas received it."""
-    payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    return int(await redis.publish(keys.live_channel(room), payload))
+    return int(await redis.publish(keys.live_channel(room), compact_json(event)))

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from llmchat.ids import new_msg_id, validate_msg_id
+from llmchat.ids import new_msg_id, validate_client_msg_id, validate_msg_id
+from llmchat.names import precis_name
 
 # ``\Z``, not ``$``: ``$`` also matches before a final newline
 ROOM_NAME_RE = re.compile(r"\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
@@ -35,13 +36,18 @@ def _display_name(value: str) -> str:
         raise ValueError("name must not be empty")
     if len(value) > MAX_DISPLAY_NAME:
         raise ValueError(f"name is {len(value)} characters; the limit is {MAX_DISPLAY_NAME}")
-    if any(unicodedata.category(ch)[0] == "C" for ch in value):
-        raise ValueError("name must not contain control characters")
+    for ch in value:
+        if unicodedata.category(ch)[0] == "C":
+            what = unicodedata.name(ch, "a control character")
+            raise ValueError(
+                f"name must not contain control or invisible characters (U+{ord(ch):04X} {what})"
+            )
     if value.startswith("@"):
         raise ValueError("name must not start with '@'")
     if any(ch.isspace() for ch in value):
         raise ValueError("name must not contain spaces (it is used for @mentions)")
-    return value
+    # RFC 8265 (see llmchat.names): no invisible, formatting or symbol characters
+    return precis_name(value)
 
 
 def _encodable(value: str) -> str:
@@ -59,7 +65,10 @@ RoomName = Annotated[str, AfterValidator(_room_name)]
 #: Text that can be stored: valid Unicode (no lone surrogates).
 UnicodeText = Annotated[str, AfterValidator(_encodable)]
 DisplayName = Annotated[str, AfterValidator(_display_name)]
+#: Any stored message id (a client's or a server-made one).
 MessageId = Annotated[str, AfterValidator(validate_msg_id)]
+#: An id a client may choose: never one of the server's namespace (see llmchat.ids).
+ClientMessageId = Annotated[str, AfterValidator(validate_client_msg_id)]
 
 
 class RoomMode(StrEnum):

@@ -215,19 +215,32 @@ class RatingStore:
         raw = cast(dict[str, str], await self._redis.hgetall(keys.ratings(room)))
         return {m: Rating.model_validate_json(v) for m, v in raw.items()}
 
-    async def apply(self, room: str, scores: dict[str, float]) -> dict[str, Rating]:
-        """Fold one round into the room's ratings (optimistic transaction: WATCH/MULTI)."""
+    async def apply(
+        self, room: str, scores: dict[str, float], round_id: str | None = None
+    ) -> tuple[dict[str, Rating], bool]:
+        """Fold one round into the room's ratings (optimistic transaction: WATCH/MULTI).
+
+        With ``round_id`` the round counts once, however often it is applied (a judge that
+        retries a round it already scored, or two judges racing): returns the ratings and
+        whether this call changed them.
+        """
         key = keys.ratings(room)
+        rated = keys.rated_rounds(room)
         async with self._redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    await pipe.watch(key)
+                    await pipe.watch(key, rated)
                     raw = cast(dict[str, str], await pipe.hgetall(key))
                     current = {m: Rating.model_validate_json(v) for m, v in raw.items()}
+                    if round_id is not None and await pipe.sismember(rated, round_id):
+                        await pipe.reset()  # type: ignore[no-untyped-call]
+                        return current, False
                     new = update(current, scores)
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(key, mapping={m: r.model_dump_json() for m, r in new.items()})
+                    if round_id is not None:
+                        pipe.sadd(rated, round_id)
                     await pipe.execute()
-                    return new
+                    return new, True
                 except aioredis.WatchError:
                     continue

@@ -24,10 +24,19 @@ import redis.asyncio as aioredis
 
 from llmchat import keys
 from llmchat.batching import batcher_for
+from llmchat.ids import server_msg_id
 from llmchat.keys import LEADER_QUEUE
 from llmchat.lease import FENCE_LUA, now_ms
 from llmchat.models import Entry, EntryKind, NewEntry, Room, RoomMode
-from llmchat.timeline import AppendResult, RoomNotFoundError, Timeline
+from llmchat.rooms import ParsedRooms
+from llmchat.timeline import (
+    APPEND_LUA,
+    AppendResult,
+    RoomNotFoundError,
+    Timeline,
+    encode_entry,
+    raise_append_error,
+)
 
 MENTION_RE = re.compile(r"(?<![\w@])@([A-Za-z0-9][A-Za-z0-9_.-]{0,39})")
 EVERYONE = frozenset({"all", "everyone", "models"})
@@ -113,21 +122,19 @@ def decide(
 # ARGV: msg_id, payload, streak_mode ("reset"|"incr"|"keep"), reason, enqueued_at, maxlen,
 #       is_round ("1"|"0"), models_json, fence_holder ("" = no fence), fence_term, now_ms,
 #       target_1..n
+# The entry is appended as ``Timeline.append`` appends it (``APPEND_LUA``), refused before it is
+# stored when a fence is given and the lease has moved on; the jobs and the round follow it.
 _POST_LUA = (
     FENCE_LUA
+    + APPEND_LUA
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return redis.error_reply('NOROOM room does not exist')
-end
-local existing = redis.call('HGET', KEYS[3], ARGV[1])
-if existing then
-  return {existing, 1}
-end
-if ARGV[9] ~= '' and fenced(KEYS[8], ARGV[9], ARGV[10], ARGV[11]) then
-  return redis.error_reply('FENCED the leadership lease has moved on')
-end
-local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[1], 'd', ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[1], id)
+local res = append_entry(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], function()
+  if ARGV[9] ~= '' and fenced(KEYS[8], ARGV[9], ARGV[10], ARGV[11]) then
+    return redis.error_reply('FENCED the leadership lease has moved on')
+  end
+end)
+if res['err'] or res[2] == 1 then return res end
+local id = res[1]
 if ARGV[3] == 'reset' then
   redis.call('SET', KEYS[4], 0)
   redis.call('INCR', KEYS[5])
@@ -143,7 +150,7 @@ if ARGV[7] == '1' then
   redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[6], '*',
     'cut', id, 'msg', ARGV[1], 'models', ARGV[8], 'ts', ARGV[5], 'reason', ARGV[4])
 end
-return {id, 0}
+return res
 """
 )
 
@@ -179,18 +186,6 @@ class PostResult:
     notice: Entry | None = None
 
 
-def parse_leader(raw: str | None) -> str | None:
-    """The model named by the room's leader record, or None if absent or unreadable."""
-    if not raw:
-        return None
-    try:
-        data: Any = json.loads(raw)
-    except json.JSONDecodeError:
-        return None
-    model = data.get("model") if isinstance(data, dict) else None
-    return model if isinstance(model, str) else None
-
-
 class Router:
     """Stores messages and enqueues the models' jobs, atomically."""
 
@@ -202,22 +197,22 @@ class Router:
         self._post = self._batch.script(_POST_LUA)
         self._state = self._batch.script(_STATE_LUA)
         self.max_model_streak = max_model_streak
-        # The room's stored JSON -> its parsed config: the document is read with every post (in
-        # the same round trip), but parsed again only when it changed.
-        self._rooms: dict[str, tuple[bytes | str, Room]] = {}
-
-    def _room(self, name: str, meta: bytes | str) -> Room:
-        cached = self._rooms.get(name)
-        if cached is not None and cached[0] == meta:
-            return cached[1]
-        room = Room.model_validate_json(meta)
-        if len(self._rooms) > 10_000:
-            self._rooms.clear()
-        self._rooms[name] = (meta, room)
-        return room
+        # the room's document is read with every post (in the same round trip as its state)
+        self._rooms = ParsedRooms()
 
     async def post(self, room_name: str, entry: NewEntry, fence: Fence | None = None) -> PostResult:
         """Store ``entry`` and enqueue the jobs it calls for (one round trip to read the room)."""
+        room, route = await self._route(room_name, entry)
+        if route.targets:
+            entry.meta = {**entry.meta, "route": {"to": route.targets, "reason": route.reason}}
+        stream_id, duplicate = await self._store(room_name, entry, route, fence)
+        result = await self._timeline.appended(room_name, entry, stream_id, duplicate)
+        if duplicate:
+            return PostResult(result, Route([], "duplicate"))
+        return PostResult(result, route, await self._notices(room, entry, route))
+
+    async def _route(self, room_name: str, entry: NewEntry) -> tuple[Room, Route]:
+        """The room and where ``entry`` goes, from the room's state read in one command."""
         (state,) = await self._batch.execute(
             [
                 self._state.command(
@@ -235,7 +230,7 @@ class Router:
         meta, member_keys, streak_raw, turns_raw, due = cast(list[Any], state)
         if not meta:
             raise RoomNotFoundError(room_name)
-        room = self._room(room_name, meta)
+        room = self._rooms.parse(room_name, meta)
         route = decide(
             room,
             kind=entry.kind,
@@ -247,12 +242,13 @@ class Router:
             turn=int(turns_raw or 0) + 1,
             round_due=bool(due),
         )
-        if route.targets:
-            entry.meta = {**entry.meta, "route": {"to": route.targets, "reason": route.reason}}
+        return room, route
+
+    async def _store(
+        self, room_name: str, entry: NewEntry, route: Route, fence: Fence | None
+    ) -> tuple[str, bool]:
+        """Append ``entry`` with its jobs and round (``_POST_LUA``): (stream id, duplicate)."""
         mode = {EntryKind.HUMAN: "reset", EntryKind.MODEL: "incr"}.get(entry.kind, "keep")
-        payload = json.dumps(
-            entry.model_dump(mode="json"), separators=(",", ":"), ensure_ascii=False
-        )
         round_models = [t for t in route.targets if t != LEADER_QUEUE]
         try:
             (res,) = await self._batch.execute(
@@ -271,7 +267,7 @@ class Router:
                         ],
                         [
                             entry.msg_id,
-                            payload,
+                            encode_entry(entry),
                             mode,
                             route.reason,
                             f"{time.time():.6f}",
@@ -287,19 +283,11 @@ class Router:
                 ]
             )
         except aioredis.ResponseError as exc:
-            if str(exc).startswith("NOROOM"):
-                raise RoomNotFoundError(room_name) from exc
+            raise_append_error(exc, room_name, entry.msg_id)
             if str(exc).startswith("FENCED"):
                 raise FencedError(str(exc)) from exc
             raise
-        stream_id, duplicate = str(res[0]), bool(int(res[1]))
-        if duplicate:
-            stored = await self._timeline.get(room_name, stream_id)
-            entry_out = stored or Entry(**entry.model_dump(), id=stream_id, room=room_name)
-            return PostResult(AppendResult(entry_out, True), Route([], "duplicate"))
-        result = AppendResult(Entry(**entry.model_dump(), id=stream_id, room=room_name), False)
-        notice = await self._notices(room, entry, route)
-        return PostResult(result, route, notice)
+        return str(res[0]), bool(int(res[1]))
 
     async def _notices(self, room: Room, entry: NewEntry, route: Route) -> Entry | None:
         """A system entry in the room for @names nobody has, or for a capped model chain."""
@@ -316,7 +304,7 @@ class Router:
         if not lines:
             return None
         notice = NewEntry(
-            msg_id=f"notice.{entry.msg_id}"[:64],
+            msg_id=server_msg_id("notice", *entry.msg_id.split("/")),
             kind=EntryKind.SYSTEM,
             author="system",
             text=" ".join(lines),

@@ -1,4 +1,4 @@
-"""A room's timeline on a Redis stream: atomic idempotent append, reads by cursor, follow.
+"""A room's timeline on a Redis stream: atomic idempotent append, reads by cursor.
 
 The stream's entry IDs are the room's total order and the clients' resume cursor. Appends go
 through one Lua script so that "store once per message id" and "the room exists" are checked
@@ -8,7 +8,6 @@ and applied atomically.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -16,22 +15,56 @@ import redis.asyncio as aioredis
 
 from llmchat import keys
 from llmchat.ids import MAX_ID, START, parse_stream_id
+from llmchat.jsonfmt import compact_json
 from llmchat.models import Entry, NewEntry
 
-# KEYS: meta, timeline, msgids. ARGV: msg_id, payload.
-# Returns {stream_id, duplicate(0/1)}; an error reply 'NOROOM' when the room does not exist.
-_APPEND_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return redis.error_reply('NOROOM room does not exist')
+#: Lua: append one entry to a room's timeline, once per message id. ``append_entry(meta,
+#: timeline, msgids, msg_id, payload, before_store)`` returns ``{stream_id, 1}`` when the id is
+#: already stored, ``{stream_id, 0}`` when it stored the entry now, or an error reply:
+#: ``NOROOM`` (no room), ``IDCONFLICT`` (another author's or kind's entry has this id: re-sending
+#: one's own message is an idempotent retry, taking an id someone else used is a conflict, never
+#: a silent "already stored"; an entry trimmed away cannot be compared and counts as a
+#: duplicate), or whatever ``before_store`` (optional: a function returning an error reply to
+#: refuse, or nil) returned. ``Timeline.append`` and ``Router.post`` both append through it.
+APPEND_LUA = """
+local function other_author(timeline, stream_id, payload)
+  local rows = redis.call('XRANGE', timeline, stream_id, stream_id)
+  if not rows[1] then return false end
+  local fields = rows[1][2]
+  local raw = nil
+  for i = 1, #fields, 2 do
+    if fields[i] == 'd' then raw = fields[i + 1] end
+  end
+  if not raw then return false end
+  local ok_old, old = pcall(cjson.decode, raw)
+  local ok_new, new = pcall(cjson.decode, payload)
+  if not ok_old or not ok_new then return true end
+  return old['author'] ~= new['author'] or old['kind'] ~= new['kind']
 end
-local existing = redis.call('HGET', KEYS[3], ARGV[1])
-if existing then
-  return {existing, 1}
+
+local function append_entry(meta, timeline, msgids, msg_id, payload, before_store)
+  if redis.call('EXISTS', meta) == 0 then
+    return redis.error_reply('NOROOM room does not exist')
+  end
+  local existing = redis.call('HGET', msgids, msg_id)
+  if existing then
+    if other_author(timeline, existing, payload) then
+      return redis.error_reply('IDCONFLICT message id taken by another author')
+    end
+    return {existing, 1}
+  end
+  if before_store then
+    local refused = before_store()
+    if refused then return refused end
+  end
+  local id = redis.call('XADD', timeline, '*', 'm', msg_id, 'd', payload)
+  redis.call('HSET', msgids, msg_id, id)
+  return {id, 0}
 end
-local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[1], 'd', ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[1], id)
-return {id, 0}
 """
+
+# KEYS: meta, timeline, msgids. ARGV: msg_id, payload. Returns what ``append_entry`` returns.
+_APPEND_ONE_LUA = APPEND_LUA + "return append_entry(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])\n"
 
 
 #: Rows as redis-py returns them with ``decode_responses=True`` (its stubs are looser).
@@ -50,14 +83,36 @@ class RoomNotFoundError(LookupError):
         self.room = room
 
 
+class MessageIdConflictError(ValueError):
+    """The message id is already stored for another author (or kind) in the room."""
+
+    def __init__(self, room: str, msg_id: str) -> None:
+        super().__init__(
+            f"message id {msg_id!r} is already used in room {room!r} by another author; "
+            "choose another id"
+        )
+        self.room = room
+        self.msg_id = msg_id
+
+
+def raise_append_error(exc: aioredis.ResponseError, room: str, msg_id: str) -> None:
+    """Turn the append scripts' error replies into exceptions (others are re-raised)."""
+    text = str(exc)
+    if text.startswith("NOROOM"):
+        raise RoomNotFoundError(room) from exc
+    if text.startswith("IDCONFLICT"):
+        raise MessageIdConflictError(room, msg_id) from exc
+
+
 @dataclass(frozen=True)
 class AppendResult:
     entry: Entry
     duplicate: bool
 
 
-def _encode(entry: NewEntry) -> str:
-    return json.dumps(entry.model_dump(mode="json"), separators=(",", ":"), ensure_ascii=False)
+def encode_entry(entry: NewEntry) -> str:
+    """The stored form of an entry (the stream field ``d``): its compact JSON."""
+    return compact_json(entry.model_dump(mode="json"))
 
 
 def decode_entry(room: str, stream_id: str, fields: dict[str, str]) -> Entry:
@@ -72,26 +127,30 @@ class Timeline:
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
-        self._append = redis.register_script(_APPEND_LUA)
+        self._append = redis.register_script(_APPEND_ONE_LUA)
 
     async def append(self, room: str, entry: NewEntry) -> AppendResult:
         """Store ``entry`` once (by ``msg_id``); return the stored entry, even for a repeat."""
         try:
             res = await self._append(
                 keys=[keys.room_meta(room), keys.timeline(room), keys.message_ids(room)],
-                args=[entry.msg_id, _encode(entry)],
+                args=[entry.msg_id, encode_entry(entry)],
             )
         except aioredis.ResponseError as exc:
-            if str(exc).startswith("NOROOM"):
-                raise RoomNotFoundError(room) from exc
+            raise_append_error(exc, room, entry.msg_id)
             raise
-        stream_id, duplicate = str(res[0]), bool(int(res[1]))
-        if not duplicate:
-            return AppendResult(Entry(**entry.model_dump(), id=stream_id, room=room), False)
-        stored = await self.get(room, stream_id)
-        if stored is None:  # trimmed away; report what we know
-            return AppendResult(Entry(**entry.model_dump(), id=stream_id, room=room), True)
-        return AppendResult(stored, True)
+        return await self.appended(room, entry, str(res[0]), bool(int(res[1])))
+
+    async def appended(
+        self, room: str, entry: NewEntry, stream_id: str, duplicate: bool
+    ) -> AppendResult:
+        """What an append of ``entry`` stored: the entry as given, or for a repeated message id
+        the entry stored first (as given when it has been trimmed away since)."""
+        if duplicate:
+            stored = await self.get(room, stream_id)
+            if stored is not None:
+                return AppendResult(stored, True)
+        return AppendResult(Entry(**entry.model_dump(), id=stream_id, room=room), duplicate)
 
     async def get(self, room: str, stream_id: str) -> Entry | None:
         rows = _rows(await self._redis.xrange(keys.timeline(room), min=stream_id, max=stream_id))
@@ -125,18 +184,3 @@ class Timeline:
 
     async def length(self, room: str) -> int:
         return int(await self._redis.xlen(keys.timeline(room)))
-
-    async def follow(
-        self, room: str, cursor: str, *, block_ms: int = 5000, count: int = 500
-    ) -> AsyncIterator[Entry]:
-        """Every entry after ``cursor``, then new ones as they arrive (forever).
-
-        Needs a client without a socket timeout shorter than ``block_ms``.
-        """
-        last = cursor
-        while True:
-            resp = await self._redis.xread({keys.timeline(room): last}, count=count, block=block_ms)
-            for _stream, rows in cast(list[tuple[str, Rows]], resp or []):
-                for sid, fields in rows:
-                    last = sid
-                    yield decode_entry(room, sid, fields)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import re
 import socket
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,8 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chat_service import metrics
 from chat_service.api import auth, health, messages, rooms, standings, ws
 from chat_service.api.errors import error_response, install
+from chat_service.fanout import Fanout
 from chat_service.gc_policy import GcPolicy
-from chat_service.hub import Hub
 from chat_service.settings import ChatServiceSettings
 from chat_service.state import ServiceState
 from llmchat import __version__
@@ -53,7 +57,14 @@ its frames).
 
 
 class BodySizeLimit:
-    """Refuse request bodies over a limit before reading them (hand-rolled: Starlette has none)."""
+    """Refuse request bodies over a limit with 413, whether they announce their size or not
+    (hand-rolled: Starlette has none).
+
+    A ``Content-Length`` over the limit is refused before anything is read. A body without
+    one (``Transfer-Encoding: chunked``) is counted as it arrives: at the limit the service
+    answers 413 itself and the application sees the client gone, so whatever it would have
+    said (FastAPI turns a failed body read into a 400) is never sent.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -72,25 +83,40 @@ class BodySizeLimit:
                 )(scope, receive, send)
                 return
         seen = 0
+        refused = False
+        started = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _TooLargeError
+                refused = True
+                if not started:
+                    await error_response(
+                        413,
+                        "body_too_large",
+                        f"request body exceeds the limit of {self.limit} bytes",
+                    )(scope, receive, send)
+                return {"type": "http.disconnect"}
             return message
 
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return  # the 413 went out instead
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
-        except _TooLargeError:
-            await error_response(
-                413, "body_too_large", f"request body exceeds the limit of {self.limit} bytes"
-            )(scope, receive, send)
-
-
-class _TooLargeError(Exception):
-    pass
+            await self.app(scope, limited, guarded)
+        except Exception:
+            if not refused:
+                raise
+            # the application gave up on the body it was refused (ClientDisconnect): answered
 
 
 #: The web page's policy: its own scripts, styles and socket only; no inline script, no frames,
@@ -102,28 +128,61 @@ PAGE_POLICY = (
 )
 
 
+#: Where Swagger UI comes from when the API docs are on (``LLMCHAT_API_DOCS``; off by default).
+DOCS_CDN = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
+
+
+def docs_page(openapi_url: str, title: str) -> tuple[HTMLResponse, str]:
+    """The Swagger UI page and its policy: the exact Swagger UI files, its one inline script
+    (by hash), the OpenAPI document from this service; nothing else, no frames, no forms."""
+    page = get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title=title,
+        swagger_js_url=DOCS_CDN + "swagger-ui-bundle.js",
+        swagger_css_url=DOCS_CDN + "swagger-ui.css",
+        swagger_favicon_url="data:,",
+    )
+    inline = re.findall(r"<script>(.*?)</script>", bytes(page.body).decode(), flags=re.DOTALL)
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
+        for s in inline
+    )
+    policy = (
+        f"default-src 'none'; script-src {DOCS_CDN}swagger-ui-bundle.js {hashes}; "
+        f"style-src {DOCS_CDN}swagger-ui.css 'unsafe-inline'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; "
+        "object-src 'none'"
+    )
+    return page, policy
+
+
 class SecurityHeaders:
     """``nosniff`` and ``no-referrer`` on every response; the page's policy on the page and its
-    files (not on ``/docs``, whose Swagger UI loads from a CDN). A few lines of ASGI rather than
-    a dependency: Starlette ships no such middleware."""
+    files, and the docs' own on ``/docs`` (when the API docs are on). A few lines of ASGI
+    rather than a dependency: Starlette ships no such middleware."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, docs_policy: str | None = None) -> None:
         self.app = app
+        self.docs_policy = docs_policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = str(scope.get("path", ""))
-        page = path == "/" or path.startswith("/static/")
+        policy: str | None = None
+        if path == "/" or path.startswith("/static/"):
+            policy = PAGE_POLICY
+        elif path == "/docs" and self.docs_policy:
+            policy = self.docs_policy
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.append((b"x-content-type-options", b"nosniff"))
                 headers.append((b"referrer-policy", b"no-referrer"))
-                if page:
-                    headers.append((b"content-security-policy", PAGE_POLICY.encode()))
+                if policy:
+                    headers.append((b"content-security-policy", policy.encode()))
                     headers.append((b"x-frame-options", b"DENY"))
                 message = {**message, "headers": headers}
             await send(message)
@@ -189,7 +248,7 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
             redis=redis,
             timeline=timeline,
             rooms=RoomStore(redis),
-            hub=Hub(settings.redis_url, timeline, settings.client_queue),
+            fanout=Fanout(settings.redis_url, timeline, settings.client_queue),
             router=Router(redis, timeline, settings.max_model_streak),
             replica=replica,
             signer=TokenSigner(
@@ -200,8 +259,12 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
             slots=ConnectionSlots(redis),
         )
         app.state.service = state
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):  # names from before skeletons were kept
+            indexed = await state.users.index_skeletons()
+            if indexed:
+                log.info("user_skeletons_indexed", names=indexed)
         watcher = asyncio.create_task(_watch_redis(state), name="redis-watcher")
-        gc_policy = GcPolicy(lambda: state.hub.stats()["subscribers"])
+        gc_policy = GcPolicy(lambda: state.fanout.stats()["subscribers"])
         if settings.gc_freeze:
             gc_policy.start()
         log.info("chat_service_started", replica=replica, redis=redact_url(settings.redis_url))
@@ -210,23 +273,35 @@ def create_app(settings: ChatServiceSettings | None = None) -> FastAPI:
         finally:
             await stop_task(watcher)
             await gc_policy.stop()
-            await state.hub.close()
+            await state.fanout.close()
             await redis.aclose()
 
+    title = "LLM-In-The-Chat chat-service"
     app = FastAPI(
-        title="LLM-In-The-Chat chat-service",
+        title=title,
         version=__version__,
         description=API_DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json",
+        docs_url=None,  # off unless LLMCHAT_API_DOCS (below); the document is always served
+        redoc_url=None,
     )
     install(app)
     _document_body_errors(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
-    app.add_middleware(SecurityHeaders)
+    docs_policy = None
+    if settings.api_docs:
+        docs, docs_policy = docs_page("/openapi.json", title)
+
+        @app.get("/docs", include_in_schema=False)
+        async def swagger_ui() -> HTMLResponse:
+            return docs
+
+    app.add_middleware(SecurityHeaders, docs_policy=docs_policy)
     app.include_router(health.router)
     for module in (auth, rooms, messages, standings, ws):
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(auth.users_router, prefix="/api/v1")
 
     static_dir = resources.files("chat_service") / "static"
     if static_dir.is_dir():

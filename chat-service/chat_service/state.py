@@ -1,4 +1,4 @@
-"""What a running chat-service holds: its clients to Redis, the stores and the fan-out hub."""
+"""What a running chat-service holds: its clients to Redis, the stores and the fan-out."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from chat_service.hub import Hub
+from chat_service.fanout import Fanout
 from chat_service.settings import ChatServiceSettings
 from llmchat.auth import TokenSigner
 from llmchat.ratelimit import ConnectionSlots, RateLimiter
@@ -22,7 +22,7 @@ class ServiceState:
     redis: aioredis.Redis
     timeline: Timeline
     rooms: RoomStore
-    hub: Hub
+    fanout: Fanout
     router: Router
     replica: str
     signer: TokenSigner

@@ -31,7 +31,7 @@ from judge.rubric import Candidate
 from judge.scorers import Scorer, ScorerError
 from judge.settings import JudgeSettings
 from llmchat import keys
-from llmchat.ids import parse_stream_id
+from llmchat.ids import parse_stream_id, server_id_kind, server_msg_id
 from llmchat.lease import lease_key
 from llmchat.lease_select import make_lease
 from llmchat.logs import get_logger
@@ -40,7 +40,7 @@ from llmchat.ratelimit import Limit, RateLimitedError, RateLimiter
 from llmchat.ratings import RatingStore
 from llmchat.redact import redact_url
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
-from llmchat.router import Fence, FencedError, Router
+from llmchat.router import Fence, FencedError, PostResult, Router
 from llmchat.tasks import stop_task
 from llmchat.timeline import Timeline
 
@@ -246,7 +246,8 @@ class JudgeService:
                         answers[e.author] = e
                     if (
                         e.kind == EntryKind.SYSTEM
-                        and e.msg_id.startswith("err.")
+                        # "err." is how workers named these before ids had their namespace
+                        and (server_id_kind(e.msg_id) == "err" or e.msg_id.startswith("err."))
                         and e.meta.get("cut") == rnd.cut
                     ):
                         done.add(str(e.meta.get("model")))
@@ -409,11 +410,21 @@ class JudgeService:
         }
         if judgement.reference is not None:
             meta["reference"] = judgement.reference
-        if not await self._post(
+        posted = await self._post(
             rnd, f"Verdict: {text}", meta=meta, kind=EntryKind.JUDGE, fence=fence
-        ):
+        )
+        if posted is None:
             return
-        new = await self.ratings.apply(room, scores)
+        stored = posted.append.entry
+        if posted.append.duplicate:
+            # this round's verdict was stored before (this judge retried a round it had
+            # scored, or another judge did): the ratings follow the stored verdict, once
+            log.warning("verdict_duplicate", room=room, cut=rnd.cut, stored=stored.id)
+            scores = _stored_scores(stored)
+        new, applied = await self.ratings.apply(room, scores, round_id=rnd.cut)
+        if not applied:
+            await self._ack(rnd)
+            return
         for s in scored:
             metrics.SCORES.labels(room, s.model).observe(s.score)
             if len(s.passes) > 1:
@@ -428,21 +439,34 @@ class JudgeService:
 
     async def _post(
         self, rnd: Round, text: str, *, meta: dict[str, Any], kind: EntryKind, fence: Fence | None
-    ) -> bool:
+    ) -> PostResult | None:
+        """Store the round's verdict or note; None when this judge is not the active one."""
         entry = NewEntry(
-            msg_id=f"verdict.{rnd.cut}", kind=kind, author="judge", text=text, meta=meta
+            msg_id=server_msg_id("verdict", rnd.cut),
+            kind=kind,
+            author="judge",
+            text=text,
+            meta=meta,
         )
         try:
             if fence is None:
                 raise FencedError("not the active judge")
-            await self.router.post(rnd.room, entry, fence)
+            posted = await self.router.post(rnd.room, entry, fence)
         except FencedError:
             log.warning("verdict_fenced", room=rnd.room, cut=rnd.cut)
-            return False
-        return True
+            return None
+        return posted
 
     async def _ack(self, rnd: Round) -> None:
         await self.redis.xack(keys.rounds(rnd.room), GROUP, rnd.job_id)
+
+
+def _stored_scores(verdict: Entry) -> dict[str, float]:
+    """The scores a stored verdict records (none unless the judge wrote a scored verdict)."""
+    scores = verdict.meta.get("scores") if verdict.kind == EntryKind.JUDGE else None
+    if verdict.author != "judge" or not isinstance(scores, dict):
+        return {}
+    return {str(m): float(v) for m, v in scores.items() if isinstance(v, int | float)}
 
 
 def newest_first(entries: list[Entry]) -> list[Entry]:

@@ -3,10 +3,10 @@
 Every question of FILE is asked twice per model, side by side in one run:
 
 * **through the room**, as a person asks: signed up as an ordinary user, one question at a
-  time over the WebSocket, addressed to the model with an ``@mention`` (so the room's routing
-  mode does not matter), waiting for that model's answer before the next question. The room's
-  conversation grows question after question: every model reads the others' answers, as in a
-  real room.
+  time over the WebSocket, addressed to every compared model with ``@mentions`` (so the room's
+  routing mode does not matter, and they all answer it from the same cut), waiting for their
+  answers before the next question. The room's conversation grows question after question:
+  every model reads the others' earlier answers, as in a real room.
 * **directly**: the same backend and model, with its own chat template, a one-line system
   prompt (the model's system prompt in the room, or "You are a helpful assistant.") and the
   question; the same sampling settings as the room's worker.
@@ -138,6 +138,7 @@ class ModelResult:
     forged: int = 0
     missing: int = 0
     cut_by_hygiene: int = 0
+    retried: int = 0
     room_seconds: list[float] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
 
@@ -209,42 +210,45 @@ def room_models(target: Target) -> list[str]:
 async def ask_room(
     target: Target, models: list[LocalModel], questions: list[Question], results: dict[str, Any]
 ) -> None:
-    """Every question to every model through the room, one at a time, waiting for each."""
+    """Every question through the room, one at a time, addressed to every compared model at
+    once (so they answer it from the same cut, as a round), waiting for all their answers."""
     client = RoomClient([target.base_url], target.room, target.user, token=target.token)
     await client.start(timeout=30)
     participants = {target.user, *(m.name for m in models)}
+    address = " ".join(f"@{m.name}" for m in models)
     try:
         with progress() as bar:
-            task = bar.add_task("through the room", total=len(questions) * len(models))
+            task = bar.add_task("through the room", total=len(questions))
             for q in questions:
+                t0 = time.monotonic()
+                ack = await client.post(f"{address} {q.q}", timeout=60)
+                cut = ack["cursor"]
                 for m in models:
                     res: ModelResult = results[m.name]
-                    t0 = time.monotonic()
-                    ack = await client.post(f"@{m.name} {q.q}", timeout=60)
-                    cut = ack["cursor"]
+                    res.asked += 1
 
                     def reply(es: list[dict[str, Any]], c: str = cut, who: str = m.name) -> bool:
                         return any(_answer_of(e, c, who) for e in es)
 
-                    res.asked += 1
+                    remaining = max(1.0, ANSWER_TIMEOUT_S - (time.monotonic() - t0))
                     try:
-                        await client.wait_for(reply, timeout=ANSWER_TIMEOUT_S)
+                        await client.wait_for(reply, timeout=remaining)
                     except TimeoutError:
                         res.missing += 1
                         res.samples.append({"q": q.q, "room": None, "room_right": False})
-                        bar.advance(task)
                         continue
                     entry = next(e for e in client.entries if _answer_of(e, cut, m.name))
                     text = str(entry["text"]) if entry["kind"] == "model" else ""
-                    res.room_seconds.append(time.monotonic() - t0)
+                    res.room_seconds.append(float(entry["meta"].get("total_s") or 0.0))
                     right = q.right(text)
                     res.room_right += right
                     if text and speaks_for_someone_else(text, m.name, participants):
                         res.forged += 1
-                    if entry.get("meta", {}).get("forged_cut"):
-                        res.cut_by_hygiene += 1
+                    meta = entry.get("meta") or {}
+                    res.cut_by_hygiene += bool(meta.get("forged_cut"))
+                    res.retried += meta.get("retried") == "repeat"
                     res.samples.append({"q": q.q, "room": text, "room_right": right})
-                    bar.advance(task)
+                bar.advance(task)
     finally:
         await client.close()
 
@@ -344,8 +348,9 @@ def report(
         "room/direct",
         "speaks for others",
         "cut by hygiene",
+        "asked again (repeat)",
         "no answer",
-        "room s (median)",
+        "generation s (median)",
     ]
     rows = [
         [
@@ -358,6 +363,7 @@ def report(
             fmt(r.ratio, 2),
             str(r.forged),
             str(r.cut_by_hygiene),
+            str(r.retried),
             str(r.missing),
             fmt(median(r.room_seconds), 1),
         ]

@@ -181,7 +181,7 @@ def run_suite(
                 )
                 workers.append(proc)
             bar.update(task, description=f"context: {cfg.label}")
-            alice = procs.creds.token("alice")
+            alice = procs.creds.token("alice", redis_url=procs.redis_url)
             result = asyncio.run(
                 _conversation(base, room, turns, lambda: bar.advance(task), token=alice)
             )

@@ -64,6 +64,7 @@ from llmchat.bench.answers import (
 )
 from llmchat.client import RoomClient
 from llmchat.election import confidently_better
+from llmchat.ids import server_msg_id
 from llmchat.local.up import LocalModel, UpConfig, room_spec, worker_env
 from llmchat.models import RoomMode
 from llmchat.ratings import Rating, outcome
@@ -208,7 +209,7 @@ class Room:
         assert self.client is not None
         ack = await self.client.post(question.q, timeout=60)
         cut = ack["cursor"]
-        verdict_id = f"verdict.{cut}"
+        verdict_id = server_msg_id("verdict", cut)
 
         def verdict(es: list[dict[str, Any]]) -> bool:
             return any(e["msg_id"] == verdict_id for e in es)

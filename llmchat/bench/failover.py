@@ -71,7 +71,7 @@ def _holder(r: redis.Redis, room: str) -> tuple[str | None, float]:
 def _leader_run(procs: Procs, base: str, timings: Timings, rep: int) -> dict[str, float]:
     room = f"fl-{timings.duration_s:g}-{rep}".replace(".", "")
     make_room(base, room, "leader", ["ada", "bob"], admin_token=procs.admin_token)
-    alice = authorization(procs.creds.token("alice"))
+    alice = authorization(procs.creds.token("alice", redis_url=procs.redis_url))
     env = {
         **timings.env(),
         "LLMCHAT_MAX_TOKENS": "8",
@@ -141,7 +141,7 @@ def _replica_runs(procs: Procs, reps: int, clients: int, bar: Any, task: Any) ->
         _, b = procs.chat_service(f"cs-b{rep}")
         room = f"rl-{rep}"
         make_room(a, room, "all", [], admin_token=procs.admin_token)
-        bob = authorization(procs.creds.token("bob"))
+        bob = authorization(procs.creds.token("bob", redis_url=procs.redis_url))
         httpx.post(f"{a}/api/v1/rooms/{room}/members", headers=bob, timeout=10).raise_for_status()
         times.append(asyncio.run(_replica_once(pa.kill, a, b, room, clients, procs=procs)))
         for proc in list(procs.procs):
@@ -157,7 +157,7 @@ async def _replica_once(kill: Any, a: str, b: str, room: str, n: int, *, procs: 
             [a, b],
             room,
             f"c{i}",
-            token=procs.creds.token(f"c{i}"),
+            token=procs.creds.token(f"c{i}", redis_url=procs.redis_url),
             cursor="0-0",
             reconnect_delay=0.0,
         )
@@ -171,7 +171,7 @@ async def _replica_once(kill: Any, a: str, b: str, room: str, n: int, *, procs: 
             resp = await http.post(
                 f"{b}/api/v1/rooms/{room}/messages",
                 json={"text": "after the crash"},
-                headers=authorization(procs.creds.token("bob")),
+                headers=authorization(procs.creds.token("bob", redis_url=procs.redis_url)),
                 timeout=10,
             )
             resp.raise_for_status()

@@ -54,7 +54,6 @@ from llmchat.bench._common import (
     workdir,
     write_results,
 )
-from llmchat.local.credentials import LocalCredentials
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class LoadSpec:
     rate: float
     duration: float
     server: str
-    creds: LocalCredentials  # client ``u<n>`` connects with ``creds.token("u<n>")``
+    tokens: dict[int, str]  # client ``u<n>``'s token (registered before the load starts)
 
 
 # -- load generator (runs in child processes) ----------------------------------------------
@@ -117,7 +116,7 @@ async def _load(spec: LoadSpec, pipe: Connection) -> dict[str, Any]:
                     max_size=2**20,
                     compression=None,
                     ping_interval=None,
-                    additional_headers=authorization(spec.creds.token(f"u{num}")),
+                    additional_headers=authorization(spec.tokens[num]),
                 )
                 first = json.loads(await ws.recv())
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException):
@@ -259,7 +258,7 @@ def _run_load(
     server_pid: int | None,
     nprocs: int,
     *,
-    creds: LocalCredentials,
+    tokens: dict[int, str],
 ) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     clients = [(i, rooms[i % len(rooms)]) for i in range(s.clients)]
@@ -271,7 +270,8 @@ def _run_load(
     try:
         for share in shares:
             parent, child = ctx.Pipe()
-            spec = LoadSpec(urls, share, s.rate / nprocs, s.duration, "", creds)
+            own = {num: tokens[num] for num, _ in share}
+            spec = LoadSpec(urls, share, s.rate / nprocs, s.duration, "", own)
             proc = ctx.Process(target=_child, args=(spec, child), daemon=True)
             proc.start()
             children.append((proc, parent))
@@ -389,12 +389,16 @@ def _measure(
             _wait_port(proc, port)
             servers.append(proc)
             urls.append(f"ws://127.0.0.1:{port}")
+        # the clients' names are registered before the load (and before Redis is counted); the
+        # baseline gets the same tokens (it ignores them): the same load on both
+        names = [f"u{i}" for i in range(s.clients)]
+        by_name = procs.creds.tokens(procs.redis_url, names)
+        tokens = {i: by_name[name] for i, name in enumerate(names)}
         time.sleep(0.5)
         rss_idle = rss_bytes(servers[0].pid)
         before = commandstats(procs.redis_url)
-        # the baseline gets the same tokens (it ignores them): the same load on both
         pid = servers[0].pid if replicas == 1 else None
-        result = _run_load(urls, s, rooms, pid, nprocs, creds=procs.creds)
+        result = _run_load(urls, s, rooms, pid, nprocs, tokens=tokens)
         after = commandstats(procs.redis_url)
     finally:
         for proc in servers:

@@ -328,7 +328,9 @@ class _Run:
         try:
             for i in range(cfg.users):
                 name = f"user-{i + 1}"
-                token = self.system.creds.token(name, ttl_seconds=12 * 3600)
+                token = self.system.creds.token(
+                    name, ttl_seconds=12 * 3600, redis_url=self.system.redis_url
+                )
                 client = TracedClient(self.system.url, self.room, name, token)
                 self.clients.append(client)
                 await client.start(timeout=15.0)

@@ -221,7 +221,7 @@ def run_suite(out: Path, quick: bool, reps: int | None, max_tokens: int | None) 
             LLMCHAT_PROMPT_CACHE="false",
             LLMCHAT_BACKEND_OPTIONS='{"reuse_prompt_prefix": false}',
         )
-        alice = procs.creds.token("alice")
+        alice = procs.creds.token("alice", redis_url=procs.redis_url)
         result = asyncio.run(_bench(base, procs.redis_url, alice, reps, max_tokens))
     d, p = result["direct"], result["path"]
     headers = ["measure", "direct backend", "through the path", "ratio / overhead", "goal"]

@@ -212,7 +212,8 @@ def up(
         list[str] | None,
         typer.Option(
             help="A model as NAME=BACKEND:MODEL (repeatable), e.g. smol=llamacpp:smollm2-135m "
-            "or llama=ollama:llama3.2:1b. Default: two SmolLM2 personas."
+            "or llama=ollama:llama3.2:1b. Default: smol (SmolLM2-135M) and qwen "
+            "(Qwen2.5-Coder-0.5B)."
         ),
     ] = None,
     data_dir: Annotated[Path, typer.Option(help="Redis data (AOF) and logs.")] = Path(".llmchat"),

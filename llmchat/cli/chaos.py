@@ -2,7 +2,8 @@
 
 - ``kill-pod`` deletes pods by label selector (grace period 0: the container is killed, as
   Chaos Mesh's pod-kill does); ``--leader-of ROOM`` picks a pod of the model that holds the
-  room's ``<room>-leader`` Lease. It needs only ``get/list/delete pods`` and ``get leases`` in
+  room's ``<room>-leader`` Lease, ``--judge-of ROOM`` the active judge (the pod holding the
+  room's ``<room>-judge`` Lease). It needs only ``get/list/delete pods`` and ``get leases`` in
   its namespace (chaos/jobs/rbac.yaml).
 - ``storm`` posts a burst of messages to a room through chat-service's REST API.
 
@@ -26,7 +27,8 @@ from rich.console import Console
 app = typer.Typer(
     help="Faults for the stress scenarios: kill pods, storm a room.", no_args_is_help=True
 )
-console = Console()
+# soft_wrap: a pod has no terminal (80 columns): one log line per event, never wrapped
+console = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -44,6 +46,11 @@ class ChaosError(RuntimeError):
 def leader_lease_name(room: str) -> str:
     """The room's leadership Lease (as the operator names it)."""
     return f"{room}-leader"
+
+
+def judge_lease_name(room: str) -> str:
+    """The room's judge Lease: its holder is the active judge's pod (as the operator names it)."""
+    return f"{room}-judge"
 
 
 def default_namespace() -> str:
@@ -95,6 +102,7 @@ def kill_pods(
     namespace: str,
     selector: str = "",
     leader_of: str | None = None,
+    judge_of: str | None = None,
     count: int = 1,
     grace_period_s: int = 0,
     rng: random.Random | None = None,
@@ -102,30 +110,37 @@ def kill_pods(
     now: datetime | None = None,
 ) -> KillResult:
     """Delete ``count`` random running pods matching ``selector`` in ``namespace`` (and, with
-    ``leader_of``, belonging to the model that leads that room). ``api`` is a
-    ``kubernetes.client.ApiClient``."""
+    ``leader_of``, belonging to the model that leads that room; with ``judge_of``, the pod of
+    that room's active judge). ``api`` is a ``kubernetes.client.ApiClient``."""
     from kubernetes import client as k8s
     from kubernetes.client.exceptions import ApiException
 
     core = k8s.CoreV1Api(api)
     leader: str | None = None
     parts = [s for s in (selector.strip(),) if s]
-    if leader_of:
+
+    def holder_of(lease_name: str, what: str) -> str:
         try:
-            lease = k8s.CoordinationV1Api(api).read_namespaced_lease(
-                leader_lease_name(leader_of), namespace
-            )
+            lease = k8s.CoordinationV1Api(api).read_namespaced_lease(lease_name, namespace)
         except ApiException as exc:
             raise ChaosError(
-                f"cannot read Lease {namespace}/{leader_lease_name(leader_of)}: "
-                f"{exc.status} {exc.reason}"
+                f"cannot read Lease {namespace}/{lease_name}: {exc.status} {exc.reason}"
             ) from exc
-        leader = _holder(lease, now or datetime.now(UTC))
-        if leader is None:
-            raise ChaosError(f"room {leader_of} has no leader (its Lease is free or expired)")
+        holder = _holder(lease, now or datetime.now(UTC))
+        if holder is None:
+            raise ChaosError(f"{what} (its Lease {lease_name} is free or expired)")
+        return holder
+
+    judge_pod: str | None = None
+    if leader_of:
+        leader = holder_of(leader_lease_name(leader_of), f"room {leader_of} has no leader")
         parts.append(leader_selector(leader_of, leader))
+    if judge_of:
+        judge_pod = holder_of(judge_lease_name(judge_of), f"room {judge_of} has no active judge")
+        leader = judge_pod
+        parts.append(f"{NAME_LABEL}={PART_OF},{COMPONENT_LABEL}=judge,{ROOM_LABEL}={judge_of}")
     if not parts:
-        raise ChaosError("give a --selector or --leader-of: refusing to kill every pod")
+        raise ChaosError("give a --selector, --leader-of or --judge-of: refusing to kill every pod")
     full = ",".join(parts)
     try:
         pods = core.list_namespaced_pod(namespace, label_selector=full).items
@@ -137,6 +152,8 @@ def kill_pods(
         phase = status.phase if status is not None else None
         if meta is None or not meta.name or meta.deletion_timestamp is not None:
             continue
+        if judge_pod is not None and meta.name != judge_pod:
+            continue  # the active judge only: the holder names its pod
         if phase in ("Running", "Pending"):
             alive.append(str(meta.name))
     alive.sort()
@@ -187,6 +204,10 @@ def kill_pod(
         str | None,
         typer.Option(help="Kill a pod of the model that holds this room's <room>-leader Lease."),
     ] = None,
+    judge_of: Annotated[
+        str | None,
+        typer.Option(help="Kill this room's active judge (the pod holding <room>-judge)."),
+    ] = None,
     namespace: Annotated[
         str | None, typer.Option(help="Namespace [default: the pod's own, else default].")
     ] = None,
@@ -214,6 +235,7 @@ def kill_pod(
             namespace=ns,
             selector=selector,
             leader_of=leader_of,
+            judge_of=judge_of,
             count=count,
             grace_period_s=grace_period,
             dry_run=dry_run,
@@ -223,8 +245,10 @@ def kill_pod(
         raise typer.Exit(3) from exc
     finally:
         api.close()
-    if result.leader:
+    if result.leader and leader_of:
         console.print(f"room {leader_of} is led by {result.leader}")
+    elif result.leader and judge_of:
+        console.print(f"room {judge_of}'s active judge is {result.leader}")
     for note in result.notes:
         console.print(note)
     stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -241,6 +265,32 @@ class StormResult:
     throttled: int = 0  # 429 answers waited out (Retry-After), not failures
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+
+
+async def issue_tokens(url: str, admin_token: str, names: list[str]) -> dict[str, str]:
+    """A token for each name from the service (``POST /auth/tokens`` with the admin
+    credential; a free name is registered)."""
+    import httpx
+
+    from llmchat.auth import authorization
+
+    out: dict[str, str] = {}
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        for name in names:
+            try:
+                r = await http.post(
+                    url.rstrip("/") + "/api/v1/auth/tokens",
+                    json={"name": name},
+                    headers=authorization(admin_token),
+                )
+            except httpx.HTTPError as exc:
+                raise ChaosError(f"getting a token for {name!r} failed: {exc!r}") from exc
+            if r.status_code != 201:
+                raise ChaosError(
+                    f"getting a token for {name!r} failed: {r.status_code} {r.text[:200]}"
+                )
+            out[name] = str(r.json()["token"])
+    return out
 
 
 async def storm_room(
@@ -329,37 +379,39 @@ def storm(
             min=1,
             max=1000,
             help="Spread the storm over this many people (author-1, ...); needs "
-            "LLMCHAT_TOKEN_SECRET to sign their tokens.",
+            "LLMCHAT_ADMIN_TOKEN to get their tokens from the service.",
         ),
     ] = 1,
     token: Annotated[
         str | None,
         typer.Option(
             envvar="LLMCHAT_TOKEN",
-            help="The author's token (default: one signed with LLMCHAT_TOKEN_SECRET, if set).",
+            help="The author's token (default: one issued with LLMCHAT_ADMIN_TOKEN, if set).",
         ),
     ] = None,
 ) -> None:
     """Post a burst of messages to a room through the REST API (a message storm)."""
     import os
 
-    from llmchat.auth import TokenSigner
-
-    secret = os.environ.get("LLMCHAT_TOKEN_SECRET")
+    admin = os.environ.get("LLMCHAT_ADMIN_TOKEN")
     people: list[tuple[str, str]] | None = None
-    if authors > 1:
-        if not secret:
-            err.print("[bold red]storm:[/] --authors needs LLMCHAT_TOKEN_SECRET to sign tokens")
+    names = [f"{author}-{i + 1}" for i in range(authors)] if authors > 1 else [author]
+    if authors > 1 or token is None:
+        if not admin:
+            err.print(
+                "[bold red]storm:[/] pass --token (or LLMCHAT_TOKEN), or set LLMCHAT_ADMIN_TOKEN "
+                "so the storm's authors get tokens from the service (needed for --authors)"
+            )
             raise typer.Exit(2)
-        signer = TokenSigner(secret, 3600)
-        people = [
-            (f"{author}-{i + 1}", signer.issue(f"{author}-{i + 1}").token) for i in range(authors)
-        ]
-    elif token is None and secret:
-        token = TokenSigner(secret, 3600).issue(author).token
-    if token is None and people is None:
-        err.print("[bold red]storm:[/] pass --token (or set LLMCHAT_TOKEN / LLMCHAT_TOKEN_SECRET)")
-        raise typer.Exit(2)
+        try:
+            issued = asyncio.run(issue_tokens(url, admin, names))
+        except ChaosError as exc:
+            err.print(f"[bold red]storm:[/] {exc}")
+            raise typer.Exit(3) from exc
+        if authors > 1:
+            people = [(name, issued[name]) for name in names]
+        else:
+            token = issued[author]
     try:
         result = asyncio.run(
             storm_room(

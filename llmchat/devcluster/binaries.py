@@ -25,6 +25,11 @@ BINARY_NAMES: tuple[str, ...] = (
     "kubectl",
     "kwok",
     "helm",
+    # the real node (issue 18)
+    "kubelet",
+    "kube-proxy",
+    "coredns",
+    "pause",
 )
 BIN_DIR_ENV = "LLMCHAT_K8S_BIN_DIR"
 
@@ -101,6 +106,22 @@ class Binaries:
     @property
     def helm(self) -> Path:
         return self.path("helm")
+
+    @property
+    def kubelet(self) -> Path:
+        return self.path("kubelet")
+
+    @property
+    def kube_proxy(self) -> Path:
+        return self.path("kube-proxy")
+
+    @property
+    def coredns(self) -> Path:
+        return self.path("coredns")
+
+    @property
+    def pause(self) -> Path:
+        return self.path("pause")
 
     def missing(self) -> list[str]:
         return [n for n in BINARY_NAMES if not os.access(self.path(n), os.X_OK)]

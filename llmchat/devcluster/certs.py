@@ -45,6 +45,7 @@ class ClusterCerts:
     scheduler: CertPair
     front_proxy_ca: CertPair  # request-header authentication (aggregated API servers)
     front_proxy_client: CertPair
+    kubelet_client: CertPair  # the apiserver's client certificate towards kubelets
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -74,6 +75,15 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
 
 
 class _CA:
+    @classmethod
+    def load(cls, pair: CertPair) -> _CA:
+        ca = cls.__new__(cls)
+        key = serialization.load_pem_private_key(pair.key.read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        ca.key = key
+        ca.cert = x509.load_pem_x509_certificate(pair.cert.read_bytes())
+        return ca
+
     def __init__(self, common_name: str) -> None:
         self.key = _new_key()
         now = dt.datetime.now(dt.UTC)
@@ -160,6 +170,32 @@ class _CA:
         return builder.sign(self.key, hashes.SHA256()), key
 
 
+def issue_pair(
+    ca: CertPair,
+    directory: Path,
+    stem: str,
+    common_name: str,
+    *,
+    organization: str | None = None,
+    server: bool = False,
+    client: bool = False,
+    dns_names: tuple[str, ...] = (),
+    ips: tuple[str, ...] = (),
+) -> CertPair:
+    """Sign one more certificate with an existing CA on disk (the real node's kubelet,
+    kube-proxy and the apiserver's kubelet client)."""
+    signer = _CA.load(ca)
+    cert, key = signer.issue(
+        common_name,
+        organization=organization,
+        server=server,
+        client=client,
+        dns_names=dns_names,
+        ips=ips,
+    )
+    return _save(directory, stem, cert, key)
+
+
 def _save(
     directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
 ) -> CertPair:
@@ -169,8 +205,11 @@ def _save(
     return pair
 
 
-def generate_cluster_certs(directory: Path, *, service_ip: str = "10.96.0.1") -> ClusterCerts:
-    """Create the CA, serving, client and service-account material in ``directory``."""
+def generate_cluster_certs(
+    directory: Path, *, service_ip: str = "10.96.0.1", extra_ips: tuple[str, ...] = ()
+) -> ClusterCerts:
+    """Create the CA, serving, client and service-account material in ``directory``
+    (``extra_ips``: more addresses of the apiserver, e.g. the real node's)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = _CA("llmchat-dev-ca")
     ca_pair = CertPair(cert=directory / "ca.crt", key=directory / "ca.key")
@@ -187,11 +226,14 @@ def generate_cluster_certs(directory: Path, *, service_ip: str = "10.96.0.1") ->
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
         ),
-        ips=("127.0.0.1", service_ip),
+        ips=("127.0.0.1", service_ip, *extra_ips),
     )
     admin, admin_key = ca.issue("llmchat-admin", organization="system:masters", client=True)
     kcm, kcm_key = ca.issue("system:kube-controller-manager", client=True)
     sched, sched_key = ca.issue("system:kube-scheduler", client=True)
+    kubelet_client, kubelet_client_key = ca.issue(
+        "kube-apiserver-kubelet-client", organization="system:masters", client=True
+    )
 
     front_ca = _CA("llmchat-dev-front-proxy-ca")
     front_ca_pair = CertPair(
@@ -221,4 +263,7 @@ def generate_cluster_certs(directory: Path, *, service_ip: str = "10.96.0.1") ->
         scheduler=_save(directory, "kube-scheduler", sched, sched_key),
         front_proxy_ca=front_ca_pair,
         front_proxy_client=_save(directory, "front-proxy-client", front_client, front_client_key),
+        kubelet_client=_save(
+            directory, "apiserver-kubelet-client", kubelet_client, kubelet_client_key
+        ),
     )

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -37,6 +37,28 @@ SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 POD_CIDR = "10.244.0.1/16"
 FAKE_NODE_IP = "10.240.0.10"
+
+
+class Launcher(Protocol):
+    """Where the components run: how to start one, and how the host reaches its ports."""
+
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        """The command line that runs ``argv`` there."""
+        ...
+
+    def reach(self, port: int) -> int:
+        """The host port (on 127.0.0.1) that connects to 127.0.0.1:``port`` there."""
+        ...
+
+
+class Loopback:
+    """The components run on the host's own 127.0.0.1 (the kwok dev cluster)."""
+
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        return list(argv)
+
+    def reach(self, port: int) -> int:
+        return port
 
 
 class ClusterStartError(RuntimeError):
@@ -213,6 +235,12 @@ class DevCluster:
         startup_timeout: float = 120.0,
         stop_timeout: float = 10.0,
         keep_workdir: bool | None = None,
+        launcher: Launcher | None = None,
+        advertise_address: str = "127.0.0.1",
+        extra_sans: tuple[str, ...] = (),
+        apiserver_args: tuple[str, ...] = (),
+        fake_node: bool = True,
+        api_port: int | None = None,
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = (
@@ -228,6 +256,14 @@ class DevCluster:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.log_dir = self.workdir / "logs"
+        # Where the components run (loopback, or the real node's network namespace) and the
+        # apiserver's address there; the kwok fake node only on loopback.
+        self.launcher: Launcher = launcher or Loopback()
+        self.advertise_address = advertise_address
+        self.extra_sans = extra_sans
+        self.apiserver_args = apiserver_args
+        self.fake_node = fake_node
+        self.api_port = api_port
         self._processes: list[ManagedProcess] = []
         self._data_dirs: list[Path] = []
         self._handle: ClusterHandle | None = None
@@ -268,16 +304,14 @@ class DevCluster:
         )
         return handle
 
-    def _remaining(self) -> float:
-        return max(1.0, self._deadline - time.monotonic())
-
     def _start(self) -> ClusterHandle:
         bins = self.binaries or find_binaries()
         versions = read_versions()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         pki = self.workdir / "pki"
-        certs = generate_cluster_certs(pki, service_ip=SERVICE_IP)
+        certs = generate_cluster_certs(pki, service_ip=SERVICE_IP, extra_ips=self.extra_sans)
+        reach = self.launcher.reach
 
         # etcd ------------------------------------------------------------------
         etcd_port, peer_port = free_port(), free_port()
@@ -304,22 +338,30 @@ class DevCluster:
         )
 
         def etcd_healthy() -> bool:
-            status, body = _probe_http(etcd_port, "/health")
+            status, body = _probe_http(reach(etcd_port), "/health")
             return status == 200 and json.loads(body).get("health") == "true"
 
         self._wait(etcd, "GET /health", etcd_healthy)
 
         # kube-apiserver ------------------------------------------------------------
-        api_port = free_port()
-        server = f"https://127.0.0.1:{api_port}"
+        api_port = self.api_port or free_port()
+        # the components' own address of the apiserver, and the host's (the same on loopback)
+        inside = f"https://127.0.0.1:{api_port}"
+        api_host_port = reach(api_port)
+        server = f"https://127.0.0.1:{api_host_port}"
+        if self.fake_node:
+            # no pod can call the apiserver: the `kubernetes` Service needs no endpoints
+            placement = ["--bind-address=127.0.0.1", "--endpoint-reconciler-type=none"]
+        else:
+            # real pods reach it through the `kubernetes` Service: on the node's address
+            placement = ["--bind-address=0.0.0.0"]
         apiserver = self._spawn(
             "kube-apiserver",
             [
                 str(bins.kube_apiserver),
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                "--endpoint-reconciler-type=none",
+                *placement,
+                f"--advertise-address={self.advertise_address}",
                 f"--secure-port={api_port}",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 f"--tls-cert-file={certs.apiserver.cert}",
@@ -341,9 +383,10 @@ class DevCluster:
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",
+                *self.apiserver_args,
             ],
         )
-        api = ApiClient(api_port, certs.ca.cert, certs.admin)
+        api = ApiClient(api_host_port, certs.ca.cert, certs.admin)
 
         def api_ready() -> bool:
             return api.get("/readyz").status == 200
@@ -359,14 +402,14 @@ class DevCluster:
         )
         kcm_kubeconfig = write_kubeconfig(
             pki / "kube-controller-manager.kubeconfig",
-            server=server,
+            server=inside,
             ca=certs.ca.cert,
             client=certs.controller_manager,
             user="system:kube-controller-manager",
         )
         sched_kubeconfig = write_kubeconfig(
             pki / "kube-scheduler.kubeconfig",
-            server=server,
+            server=inside,
             ca=certs.ca.cert,
             client=certs.scheduler,
             user="system:kube-scheduler",
@@ -384,6 +427,8 @@ class DevCluster:
                 "--bind-address=127.0.0.1",
                 f"--secure-port={kcm_port}",
                 f"--cert-dir={self.workdir / 'kcm-certs'}",
+                # its default (/usr/libexec/kubernetes/...) would be created on the host
+                f"--flex-volume-plugin-dir={self.workdir / 'flex-volume-plugins'}",
                 "--leader-elect=false",
                 "--use-service-account-credentials=true",
                 "--controllers=*",  # every default controller: deployment, replicaset, GC, SA, ...
@@ -414,15 +459,52 @@ class DevCluster:
             ],
         )
         self._wait(
-            kcm, "GET /healthz", lambda: _probe_https_unverified(kcm_port, "/healthz") == 200
+            kcm,
+            "GET /healthz",
+            lambda: _probe_https_unverified(reach(kcm_port), "/healthz") == 200,
         )
         self._wait(
             scheduler,
             "GET /healthz",
-            lambda: _probe_https_unverified(sched_port, "/healthz") == 200,
+            lambda: _probe_https_unverified(reach(sched_port), "/healthz") == 200,
+        )
+        if self.fake_node:
+            self._start_kwok(bins, api, apiserver, kubeconfig, versions)
+
+        # the cluster is usable once the default namespace and service account exist -------
+        self._wait(
+            apiserver,
+            "namespace default",
+            lambda: api.get("/api/v1/namespaces/default").status == 200,
+        )
+        self._wait(
+            kcm,
+            "service account default/default",
+            lambda: api.get("/api/v1/namespaces/default/serviceaccounts/default").status == 200,
         )
 
-        # the fake node + kwok ---------------------------------------------------------
+        self._handle = ClusterHandle(
+            workdir=self.workdir,
+            kubeconfig=kubeconfig,
+            server=server,
+            binaries=bins,
+            versions=versions,
+            node_name=self.node_name,
+            certs=certs,
+            log_dir=self.log_dir,
+            _cluster=self,
+        )
+        return self._handle
+
+    def _start_kwok(
+        self,
+        bins: Binaries,
+        api: ApiClient,
+        apiserver: ManagedProcess,
+        kubeconfig: Path,
+        versions: Mapping[str, str],
+    ) -> None:
+        """The fake node, and kwok marking its pods Running."""
         k8s_version = versions.get("K8S_VERSION", "v0.0.0")
         resp = api.request(
             "POST", "/api/v1/nodes", kwok.fake_node(self.node_name, taint=self.node_taint)
@@ -457,33 +539,10 @@ class DevCluster:
 
         self._wait(kwok_proc, f"node {self.node_name} Ready", node_ready)
 
-        # the cluster is usable once the default namespace and service account exist -------
-        self._wait(
-            apiserver,
-            "namespace default",
-            lambda: api.get("/api/v1/namespaces/default").status == 200,
-        )
-        self._wait(
-            kcm,
-            "service account default/default",
-            lambda: api.get("/api/v1/namespaces/default/serviceaccounts/default").status == 200,
-        )
-
-        self._handle = ClusterHandle(
-            workdir=self.workdir,
-            kubeconfig=kubeconfig,
-            server=server,
-            binaries=bins,
-            versions=versions,
-            node_name=self.node_name,
-            certs=certs,
-            log_dir=self.log_dir,
-            _cluster=self,
-        )
-        return self._handle
-
     def _spawn(self, name: str, argv: Sequence[str]) -> ManagedProcess:
-        proc = ManagedProcess(name, argv, self.log_dir / f"{name}.log", cwd=self.workdir)
+        proc = ManagedProcess(
+            name, self.launcher.wrap(argv), self.log_dir / f"{name}.log", cwd=self.workdir
+        )
         self._processes.append(proc)
         try:
             proc.start()

@@ -12,7 +12,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
+
 from llmchat.auth import TokenSigner
+from llmchat.users import ensure_users
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,21 @@ class LocalCredentials:
         """Environment for chat-service replicas."""
         return {"LLMCHAT_TOKEN_SECRET": self.token_secret, "LLMCHAT_ADMIN_TOKEN": self.admin_token}
 
-    def token(self, name: str, ttl_seconds: int = 3600) -> str:
-        """A user token the replicas accept (for benchmarks and tools run next to them)."""
-        return TokenSigner(self.token_secret, ttl_seconds).issue(name).token
+    def token(self, name: str, ttl_seconds: int = 3600, *, redis_url: str) -> str:
+        """A user token the replicas accept (for benchmarks and tools run next to them): the
+        name is registered in the system's Redis if it is free, and the token names that
+        registration and its token version, as the service's own tokens do."""
+        return self.tokens(redis_url, [name], ttl_seconds)[name]
+
+    def tokens(self, redis_url: str, names: list[str], ttl_seconds: int = 3600) -> dict[str, str]:
+        """``token`` for many names at once (one pipeline each way)."""
+        signer = TokenSigner(self.token_secret, ttl_seconds)
+        with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+            users = ensure_users(client, names)
+        return {
+            name: signer.issue(user.name, uid=user.uid, version=version).token
+            for name, (user, version) in users.items()
+        }
 
 
 #: Limits off, for load generators that must not be throttled (the benchmarks say so).

@@ -7,6 +7,7 @@ import contextlib
 import shutil
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 from llmchat.local.credentials import LocalCredentials
-from llmchat.local.proxy import TcpBalancer
+from llmchat.local.proxy import Backend, TcpBalancer
 from llmchat.local.supervisor import Child, ProcessSpec, Supervisor
 from llmchat.logs import get_logger
 from llmchat.models import RoomCreate, RoomMode, RoomModel
@@ -38,9 +39,11 @@ class LocalModel:
     system_prompt: str = ""
 
 
+#: The default room: two small models of different families, both packaged on PyPI (the judge,
+#: a third model, is the judge service's default). Low temperatures: the room answers questions.
 DEFAULT_MODELS = (
-    LocalModel("smol", temperature=0.2, system_prompt="Answer in one or two plain sentences."),
-    LocalModel("sprout", temperature=0.9, system_prompt="Be warm and a little playful."),
+    LocalModel("smol", backend_model="smollm2-135m", temperature=0.2),
+    LocalModel("qwen", backend_model="qwen2.5-coder-0.5b", temperature=0.2),
 )
 
 
@@ -75,6 +78,9 @@ class UpConfig:
     models: list[LocalModel] = field(default_factory=lambda: list(DEFAULT_MODELS))
     judge: bool = True
     first_port: int = 8101
+    #: Where the replicas' proxy sockets go (the balancer passes client addresses there); a
+    #: private temporary folder made by ``run_up``. None: the balancer uses their TCP ports.
+    socket_dir: Path | None = None
 
     @property
     def effective_redis_url(self) -> str:
@@ -148,6 +154,11 @@ def plan(
                     **keys,
                     "LLMCHAT_PORT": str(port),
                     "LLMCHAT_REPLICA_ID": f"chat-service-{i + 1}",
+                    **(
+                        {"LLMCHAT_PROXY_SOCKET": str(cfg.socket_dir / f"chat-service-{i + 1}.sock")}
+                        if cfg.socket_dir is not None
+                        else {}
+                    ),
                 },
                 url=f"http://127.0.0.1:{port}",
                 health_url=f"http://127.0.0.1:{port}/readyz",
@@ -189,6 +200,18 @@ def plan(
             )
         )
     return specs
+
+
+def balancer_backends(specs: list[ProcessSpec]) -> list[Backend]:
+    """Where the balancer sends connections: each replica's proxy socket (with the client's
+    address), or its TCP port when it has none."""
+    out: list[Backend] = []
+    for spec in specs:
+        if spec.role != "chat-service":
+            continue
+        sock = spec.env.get("LLMCHAT_PROXY_SOCKET")
+        out.append(Path(sock) if sock else ("127.0.0.1", int(spec.url.rsplit(":", 1)[1])))
+    return out
 
 
 def room_spec(cfg: UpConfig) -> RoomCreate:
@@ -274,17 +297,15 @@ async def run_up(cfg: UpConfig, *, show_status: bool = True) -> None:
             )
         )
     creds = LocalCredentials.load_or_create(cfg.credentials_file)
+    if cfg.socket_dir is None:  # private (0700), and short enough for a Unix socket's path
+        cfg.socket_dir = Path(tempfile.mkdtemp(prefix="llmchat-up-"))
     specs = plan(cfg, creds=creds)
     sup = Supervisor(specs, cfg.data_dir / "logs")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    balancer = TcpBalancer(
-        cfg.host,
-        cfg.port,
-        [("127.0.0.1", int(s.url.rsplit(":", 1)[1])) for s in specs if s.role == "chat-service"],
-    )
+    balancer = TcpBalancer(cfg.host, cfg.port, balancer_backends(specs))
     console = Console()
     await sup.start()
     try:
@@ -314,4 +335,5 @@ async def run_up(cfg: UpConfig, *, show_status: bool = True) -> None:
         console.print("stopping…")
         await balancer.close()
         await sup.stop()
+        shutil.rmtree(cfg.socket_dir, ignore_errors=True)
         console.print(f"stopped. Logs in {cfg.data_dir / 'logs'}")

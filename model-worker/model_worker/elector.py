@@ -57,6 +57,9 @@ class Elector:
         self.rooms = RoomStore(redis)
         self.term: int | None = None
         self.since = 0.0
+        # tasks started and not awaited (the leader announcement): held here until done, as
+        # asyncio keeps only a weak reference to a running task
+        self._background: set[asyncio.Task[None]] = set()
         self.on_elected: Callable[[], None] | None = None
 
     @property
@@ -144,7 +147,8 @@ class Elector:
             election_s=round(waited, 3),
         )
         task = asyncio.get_running_loop().create_task(self._publish(reason, previous, waited))
-        task.add_done_callback(lambda _t: None)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         if self.on_elected:
             self.on_elected()
 

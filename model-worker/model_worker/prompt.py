@@ -6,7 +6,7 @@ A prompt is real chat turns in the model's own format (each backend applies its 
 * the conversation up to the turn's cut: the model's own earlier answers as ``assistant`` turns,
   everything anyone else said (people and other models) as ``user`` turns that carry the
   speaker's name (``alice: What is a stream?``; consecutive lines of others share one turn);
-* the message being answered last.
+* the message being answered last, in a user turn of its own.
 
 Context sync, precisely: every model answering a turn gets the same *window*: the same timeline
 entries (same ids, speakers and text, in the same order) from the same first entry to the cut.
@@ -14,8 +14,15 @@ The window is chosen by `context_window`, which knows nothing about the model: i
 with `shared_token_estimate` (not a model's tokenizer) and does not count the system message.
 What differs between two models' prompts is only (1) the system message and (2) the framing of
 each line: a model's own lines are ``assistant`` turns without the name, and consecutive lines
-of others are merged into one ``user`` turn. `flatten` undoes the framing: it gives back the
-window's lines from any model's prompt, identical for every model.
+of others are merged into one ``user`` turn (the message being answered always has its own).
+`flatten` undoes the framing: it gives back the window's lines from any model's prompt,
+identical for every model.
+
+Two exceptions, recorded in the answer's meta (``retried``): an answer that copies a line of the
+window word for word (``"repeat"``, a small model looping) is asked again from the system
+message and the message being answered alone; an answer that opens as someone else
+(``"forged"``: ``alice: Hello, I'm alice.``, nothing left once cleaned) is asked again the same
+way, the message also without its speaker's name.
 
 Prefix stability (prompt caching): a backend can reuse the KV cache of the previous prompt only
 for the tokens the new prompt starts with. The conversation grows at its end, so the prefix is
@@ -186,16 +193,19 @@ TURN_OVERHEAD = 6
 
 def chat_turns(window: Sequence[Line], name: str) -> list[ChatMessage]:
     """The window as ``name`` sees it: its own answers as assistant turns, everyone else's
-    lines as user turns carrying the speaker (consecutive ones merged into one turn). The
-    first turn is always a user turn (chat templates expect one): an own answer that opens a
-    trimmed window is shown like anyone else's line, with the name."""
+    lines as user turns carrying the speaker, consecutive ones merged into one turn, except
+    the last line (the message being answered), which is a user turn of its own: small models
+    answer the last turn, and copy from it when it also holds earlier answers. The first turn
+    is always a user turn (chat templates expect one): an own answer that opens a trimmed
+    window is shown like anyone else's line, with the name."""
     me = speaker(name)
     turns: list[ChatMessage] = []
-    for line in window:
+    for i, line in enumerate(window):
         own = line.kind == EntryKind.MODEL and line.speaker == me and bool(turns)
         role: Role = "assistant" if own else "user"
         content = line.text if own else line.rendered()
-        if turns and turns[-1].role == role:
+        last = i == len(window) - 1
+        if turns and turns[-1].role == role and not (last and not own):
             sep = "\n\n" if own else "\n"
             turns[-1] = ChatMessage(role=role, content=turns[-1].content + sep + content)
         else:
@@ -214,6 +224,41 @@ def flatten(messages: Sequence[ChatMessage], name: str) -> list[str]:
         elif m.role == "user":
             out.extend(_split_lines(m.content))
     return out
+
+
+#: Answers shorter than this (in words) may well repeat an earlier one ("Yes.", "Paris.").
+REPEAT_MIN_WORDS = 4
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def _norm(text: str) -> str:
+    return " ".join(_NOT_WORD.sub(" ", text.casefold()).split())
+
+
+def repeats_the_window(answer: str, messages: Sequence[ChatMessage], name: str) -> bool:
+    """Whether ``answer`` is, word for word, a line already in the prompt's window (its own
+    earlier answer or anyone else's): the loop small models fall into in a long room, where
+    every new question gets the same copied reply. Short answers are never counted."""
+    norm = _norm(answer)
+    if len(norm.split()) < REPEAT_MIN_WORDS:
+        return False
+    return any(_norm(line.partition(": ")[2]) == norm for line in flatten(messages, name))
+
+
+def message_alone(
+    messages: Sequence[ChatMessage], *, unlabelled: bool = False
+) -> list[ChatMessage]:
+    """The prompt cut to its system message and the message being answered (its last turn);
+    ``unlabelled`` also drops the speaker's name in front of that message (``alice: hi`` ->
+    ``hi``), so a model that answered by writing the next ``alice:`` line is not primed again."""
+    alone = [messages[0], messages[-1]] if len(messages) > 2 else list(messages)
+    last = alone[-1]
+    if unlabelled and last.role == "user":
+        speaker, sep, text = last.content.partition(": ")
+        if sep and speaker and "\n" not in speaker:
+            body = text.replace("\n" + CONTINUATION, "\n")
+            alone[-1] = ChatMessage(role="user", content=body)
+    return alone
 
 
 def _split_lines(content: str) -> list[str]:

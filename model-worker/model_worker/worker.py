@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from llmchat import keys, live
 from llmchat.election import ElectionPolicy
-from llmchat.ids import parse_stream_id
+from llmchat.ids import parse_stream_id, server_msg_id
 from llmchat.keys import LEADER_QUEUE
 from llmchat.lease import LeaseTimings
 from llmchat.lease_select import make_lease
@@ -28,20 +29,28 @@ from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import RoomStore
 from llmchat.router import FencedError, Router
 from llmchat.tasks import stop_task, stop_tasks
-from llmchat.timeline import Timeline
+from llmchat.timeline import MessageIdConflictError, Timeline
 from model_worker import metrics
 from model_worker.affinity import Affinity
 from model_worker.backends.base import (
     Backend,
     BackendError,
     BackendUnavailable,
+    ChatMessage,
     Generation,
     GenerationTimeout,
     ModelNotFound,
 )
 from model_worker.elector import Elector
 from model_worker.jobs import Job, JobQueue, Stream
-from model_worker.prompt import build_prompt, clean_answer, speaks_for_others, stop_sequences
+from model_worker.prompt import (
+    build_prompt,
+    clean_answer,
+    message_alone,
+    repeats_the_window,
+    speaks_for_others,
+    stop_sequences,
+)
 from model_worker.settings import WorkerSettings
 from model_worker.watchdog import LoopWatchdog
 
@@ -52,6 +61,21 @@ HEARTBEAT_TTL_MS = 3000
 
 def newest(jobs: list[Job]) -> Job:
     return max(jobs, key=lambda j: parse_stream_id(j.cut))
+
+
+@dataclass
+class Streamed:
+    """What one generation produced, and how it ended."""
+
+    parts: list[str] = field(default_factory=list)
+    first: float | None = None
+    outcome: str = "ok"
+    problem: str = ""
+    info: Generation = field(default_factory=Generation)
+
+    @property
+    def raw(self) -> str:
+        return "".join(self.parts)
 
 
 class Worker:
@@ -314,6 +338,82 @@ class Worker:
             with contextlib.suppress(*UNAVAILABLE_ERRORS):
                 await self.queue.renew(jobs)
 
+    async def _answer(
+        self,
+        room: str,
+        base: dict[str, Any],
+        messages: list[ChatMessage],
+        speakers: set[str],
+    ) -> tuple[Streamed, str, list[ChatMessage], str | None]:
+        """Stream the answer, cleaned; asked once more, from the message being answered alone,
+        when a small model copied an earlier line of the room word for word (``repeat``) or
+        wrote nothing but someone else's line (``forged``: ``alice: Hello, I'm alice.``)."""
+        out = await self._stream(room, base, messages, speakers)
+        text = clean_answer(out.raw, self.name, speakers)
+        if out.outcome != "ok":
+            return out, text, messages, None
+        if repeats_the_window(text, messages, self.name):
+            retried, alone = "repeat", message_alone(messages)
+        elif not text and speaks_for_others(out.raw, self.name, speakers):
+            retried, alone = "forged", message_alone(messages, unlabelled=True)
+        else:
+            return out, text, messages, None
+        metrics.GENERATIONS.labels(self.name, retried).inc()
+        log.info("answer_retrying", model=self.name, room=room, turn=base["turn"], why=retried)
+        out = await self._stream(room, {**base, "retry": retried}, alone, speakers)
+        return out, clean_answer(out.raw, self.name, speakers), alone, retried
+
+    async def _stream(
+        self, room: str, base: dict[str, Any], messages: list[ChatMessage], speakers: set[str]
+    ) -> Streamed:
+        """One generation, its tokens published live as they come (a "start" event first)."""
+        await live.publish(self.redis, room, {"type": "start", **base})
+        out = Streamed()
+        started = time.monotonic()
+        self._streaming = True
+        try:
+            async for delta in self.backend.stream_chat(
+                messages,
+                max_tokens=self.settings.max_tokens,
+                temperature=self.settings.temperature,
+                seed=self.settings.seed,
+                timeout_s=self.settings.generation_timeout_s,
+                stop=stop_sequences(speakers, self.name),
+                info=out.info,
+            ):
+                if not delta:
+                    continue
+                if out.first is None:
+                    out.first = time.monotonic() - started
+                    metrics.FIRST_TOKEN.labels(self.name).observe(out.first)
+                out.parts.append(delta)
+                self.watchdog.beat(self.settings.generation_timeout_s)
+                metrics.TOKENS.labels(self.name).inc()
+                await live.publish(
+                    self.redis,
+                    room,
+                    {"type": "delta", "seq": len(out.parts), "text": delta, **base},
+                )
+            self.healthy = True
+        except GenerationTimeout:
+            out.outcome = "timeout"
+        except ModelNotFound as exc:
+            out.outcome, out.problem = "model_not_found", str(exc)
+        except BackendUnavailable as exc:
+            out.outcome, out.problem = "unavailable", str(exc)
+            self.healthy = False
+        except BackendError as exc:
+            out.outcome, out.problem = "error", str(exc)
+        except asyncio.CancelledError:
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                await live.publish(
+                    self.redis, room, {"type": "end", "outcome": "preempted", **base}
+                )
+            raise
+        finally:
+            self._streaming = False
+        return out
+
     async def _generate(self, room: str, turn: Job, jobs: list[Job]) -> bool:
         """Answer the turn; False when the answer was fenced (the jobs stay for the leader)."""
         cfg = await self.rooms.get(room)
@@ -330,53 +430,9 @@ class Worker:
             history_truncated=len(entries) >= self.settings.context_entries,
         )
         speakers = {e.author for e in entries} | ({m.name for m in cfg.models} if cfg else set())
-        info = Generation()
         base = {"model": self.name, "turn": turn.cut, "worker": self.settings.consumer}
-        await live.publish(self.redis, room, {"type": "start", **base})
         started = time.monotonic()
-        first: float | None = None
-        parts: list[str] = []
-        outcome, problem = "ok", ""
-        self._streaming = True
-        try:
-            async for delta in self.backend.stream_chat(
-                messages,
-                max_tokens=self.settings.max_tokens,
-                temperature=self.settings.temperature,
-                seed=self.settings.seed,
-                timeout_s=self.settings.generation_timeout_s,
-                stop=stop_sequences(speakers, self.name),
-                info=info,
-            ):
-                if not delta:
-                    continue
-                if first is None:
-                    first = time.monotonic() - started
-                    metrics.FIRST_TOKEN.labels(self.name).observe(first)
-                parts.append(delta)
-                self.watchdog.beat(self.settings.generation_timeout_s)
-                metrics.TOKENS.labels(self.name).inc()
-                await live.publish(
-                    self.redis, room, {"type": "delta", "seq": len(parts), "text": delta, **base}
-                )
-            self.healthy = True
-        except GenerationTimeout:
-            outcome = "timeout"
-        except ModelNotFound as exc:
-            outcome, problem = "model_not_found", str(exc)
-        except BackendUnavailable as exc:
-            outcome, problem = "unavailable", str(exc)
-            self.healthy = False
-        except BackendError as exc:
-            outcome, problem = "error", str(exc)
-        except asyncio.CancelledError:
-            with contextlib.suppress(*UNAVAILABLE_ERRORS):
-                await live.publish(
-                    self.redis, room, {"type": "end", "outcome": "preempted", **base}
-                )
-            raise
-        finally:
-            self._streaming = False
+        out, text, messages, retried = await self._answer(room, base, messages, speakers)
         total = time.monotonic() - started
         self.load = 0
         if self.affinity is not None:
@@ -387,9 +443,8 @@ class Worker:
                 await self.affinity.set_load(0)
         metrics.BACKEND_UP.labels(self.name).set(1 if self.healthy else 0)
         self.generations += 1
-        raw = "".join(parts)
-        text = clean_answer(raw, self.name, speakers)
-        forged = speaks_for_others(raw, self.name, speakers)
+        forged = speaks_for_others(out.raw, self.name, speakers)
+        outcome, problem = out.outcome, out.problem
         if not text and outcome == "ok":
             outcome, problem = (
                 "empty",
@@ -399,10 +454,11 @@ class Worker:
                     else "the model returned an empty answer"
                 ),
             )
-        elif outcome == "ok" and info.cut:
+        elif outcome == "ok" and out.info.cut:
             outcome = "cut"
         metrics.GENERATIONS.labels(self.name, outcome).inc()
         await live.publish(self.redis, room, {"type": "end", "outcome": outcome, **base})
+        parts, first, info = out.parts, out.first, out.info
         meta = {
             "model": self.name,
             "turn": turn.cut,
@@ -420,6 +476,8 @@ class Worker:
         }
         if forged:
             meta["forged_cut"] = True  # lines written for others were cut from the answer
+        if retried:
+            meta["retried"] = retried
         if self.settings.record_prompt:
             meta["prompt"] = [m.model_dump() for m in messages]
         as_leader = turn.queue == LEADER_QUEUE
@@ -433,7 +491,11 @@ class Worker:
             if outcome in ("timeout", "cut"):
                 meta["truncated"] = True  # the page shows it as cut short
             answer = NewEntry(
-                msg_id=f"lead.{turn.cut}" if as_leader else f"ans.{self.name}.{turn.cut}",
+                msg_id=(
+                    server_msg_id("lead", turn.cut)
+                    if as_leader
+                    else server_msg_id("ans", self.name, turn.cut)
+                ),
                 kind=EntryKind.MODEL,
                 author=self.name,
                 text=text,
@@ -449,12 +511,18 @@ class Worker:
                     "answer_fenced", model=self.name, room=room, cut=turn.cut, error=str(exc)
                 )
                 return False
+            except MessageIdConflictError as exc:
+                # another model already answered this turn as leader (a failover while both
+                # generated): the turn is answered, once; ours is dropped
+                log.warning(
+                    "answer_superseded", model=self.name, room=room, cut=turn.cut, error=str(exc)
+                )
         if outcome not in ("ok", "cut"):
             reason = (
                 problem or f"the answer was cut off after {self.settings.generation_timeout_s:g} s"
             )
             note = NewEntry(
-                msg_id=f"err.{self.name}.{turn.cut}",
+                msg_id=server_msg_id("err", self.name, turn.cut),
                 kind=EntryKind.SYSTEM,
                 author="system",
                 text=f"@{self.name} could not answer fully: {reason}",
@@ -462,7 +530,12 @@ class Worker:
             )
             await self.timeline.append(room, note)
             log.warning(
-                "generation_problem", model=self.name, room=room, outcome=outcome, problem=problem
+                "generation_problem",
+                model=self.name,
+                room=room,
+                outcome=outcome,
+                problem=problem,
+                raw=out.raw[:300],
             )
         if text:  # picked up -> answer stored (the "AI complete" latency)
             picked = max(j.picked_at for j in jobs)

@@ -110,6 +110,7 @@ def test_manifests_apply_and_rbac_is_limited_to_its_namespace(
     assert {j["metadata"]["name"] for j in jobs} == {
         "kill-chat-service",
         "kill-leader-worker",
+        "kill-judge",
         "storm-lobby",
     }
     assert kubectl.json("get", "cronjob", "kill-chat-service-every-10m", "-n", ns)["spec"][
@@ -211,3 +212,42 @@ def test_kill_pod_leader_of_deletes_a_pod_of_the_lease_holder(
     with pytest.raises(ChaosError, match="no leader"):
         kill_pods(sa_api, namespace=ns, leader_of="lobby", now=later)
     assert running(kubectl, ns, "llmchat.io/model=smol") == smol
+
+
+def test_kill_pod_judge_of_deletes_the_active_judge_only(
+    kubectl: Tool, k8s_namespace: str, sa_api: k8s_client.ApiClient
+) -> None:
+    """The active judge is the pod named by the room's judge Lease; its standby survives."""
+    ns = k8s_namespace
+    labels = builders.labels("lobby", builders.JUDGE)
+    kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(deployment("lobby-judge", labels, 2)))
+    judges = wait_for(
+        lambda: (
+            (p := running(kubectl, ns, "app.kubernetes.io/component=judge")) and len(p) == 2 and p
+        ),
+        "two judge pods",
+    )
+    with pytest.raises(ChaosError, match="cannot read Lease"):
+        kill_pods(sa_api, namespace=ns, judge_of="lobby")
+    active, standby = sorted(judges)
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": builders.judge_lease_name("lobby")},
+        "spec": {
+            "holderIdentity": active,
+            "leaseDurationSeconds": 30,
+            "acquireTime": stamp,
+            "renewTime": stamp,
+        },
+    }
+    kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(lease))
+    result = kill_pods(sa_api, namespace=ns, judge_of="lobby")
+    assert result.leader == active
+    assert result.deleted == [active]
+    assert standby in running(kubectl, ns, "app.kubernetes.io/component=judge")
+    # an expired Lease: no active judge, nothing is killed
+    with pytest.raises(ChaosError, match="no active judge"):
+        kill_pods(sa_api, namespace=ns, judge_of="lobby", now=now + timedelta(seconds=120))

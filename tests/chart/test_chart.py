@@ -196,6 +196,28 @@ def test_servicemonitor_has_additional_labels(k8s_binaries: Binaries) -> None:
     assert monitors["PodMonitor"]["spec"]["podMetricsEndpoints"][0]["port"] == "health"
 
 
+def test_trusted_proxies_reach_chat_service_and_are_checked(k8s_binaries: Binaries) -> None:
+    def env(*args: str) -> dict[str, str]:
+        docs = render(k8s_binaries, "x", *args)
+        deploy = next(
+            d
+            for d in docs
+            if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("chat-service")
+        )
+        return {
+            e["name"]: e.get("value", "")
+            for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+
+    assert "LLMCHAT_TRUSTED_PROXIES" not in env()  # none by default
+    got = env("--set", "chatService.trustedProxies={10.42.0.0/16,10.43.0.7}")
+    assert got["LLMCHAT_TRUSTED_PROXIES"] == "10.42.0.0/16,10.43.0.7"
+    bad = run_helm(
+        k8s_binaries, "template", "rel", str(CHART), "--set", "chatService.trustedProxies={nginx}"
+    )
+    assert bad.returncode != 0 and "trustedProxies" in bad.stderr
+
+
 # -- against the API server ----------------------------------------------------------------
 
 

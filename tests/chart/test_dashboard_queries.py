@@ -147,7 +147,7 @@ async def judged_round(client: RoomClient, question: str, n: int) -> None:
     await client.post(question)
 
     def judged(es: list[dict[str, Any]]) -> bool:
-        return sum(str(e["msg_id"]).startswith("verdict.") for e in es) >= n
+        return sum(str(e["msg_id"]).startswith("verdict/") for e in es) >= n
 
     await client.wait_for(judged, timeout=240)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import httpx
@@ -48,9 +49,11 @@ async def test_redis_restart_mid_run(
 
     # a post while Redis is down is refused (not acknowledged); the client retries it
     pending = asyncio.create_task(writer.post("during outage", msg_id="during", timeout=30))
-    await asyncio.sleep(0.5)
+    deadline = time.monotonic() + 15
+    while not any(e["code"] == "storage_unavailable" for e in writer.errors):
+        assert time.monotonic() < deadline, f"no storage_unavailable frame: {writer.errors}"
+        await asyncio.sleep(0.05)
     assert not pending.done()
-    assert any(e["code"] == "storage_unavailable" for e in writer.errors)
 
     redis_server.start()
     await wait_status(svc.url + "/readyz", 200, 10)

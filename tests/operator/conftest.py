@@ -20,6 +20,7 @@ import pytest
 from llmchat.devcluster import ClusterHandle
 from tests.k8s.conftest import *  # noqa: F403  (the shared k8s fixtures; one cluster per session)
 from tests.k8s.conftest import Tool, _no_ambient_kubeconfig  # noqa: F401
+from tests.support.procs import START_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "k8s" / "crds"
@@ -98,7 +99,7 @@ class OperatorProcess:
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
             )
-        wait_for(self.healthy, f"operator {self.name} /healthz", timeout=30)
+        wait_for(self.healthy, f"operator {self.name} /healthz", timeout=START_TIMEOUT_S)
         return self
 
     @property
@@ -180,7 +181,7 @@ def operator_factory(
 def operator(operator_factory: Callable[..., OperatorProcess]) -> OperatorProcess:
     """One active operator on the test's namespace."""
     op = operator_factory("op")
-    wait_for(lambda: op.role() == "active", "the operator to become active", timeout=30)
+    wait_for(lambda: op.role() == "active", "the operator to become active", timeout=90)
     return op
 
 

@@ -8,13 +8,16 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from chat_service.protocol import PostFrame
+from pydantic import ValidationError
 
 from llmchat import keys
+from llmchat.ids import server_id_kind, server_msg_id, validate_client_msg_id, validate_msg_id
 from llmchat.keys import LEADER_QUEUE
 from llmchat.models import EntryKind, NewEntry, RoomCreate, RoomMode, RoomModel
 from llmchat.rooms import RoomStore
 from llmchat.router import Router
-from llmchat.timeline import Timeline
+from llmchat.timeline import MessageIdConflictError, Timeline
 from tests.support.procs import RedisServer
 
 
@@ -96,3 +99,49 @@ async def test_fenced_post_is_refused_once_the_lease_moved_on(redis_server: Redi
         await router.post("lobby", NewEntry(kind=EntryKind.MODEL, author="ada", text="b"), fence)
     assert [e.text for e in await tl.read_after("lobby")] == ["a"]
     await r.aclose()
+
+
+async def test_an_id_taken_by_another_author_is_a_conflict_not_a_duplicate(
+    redis_server: RedisServer,
+) -> None:
+    r, router, tl = await setup(redis_server.url, RoomMode.LEADER)
+    first = await router.post("lobby", NewEntry(msg_id="m1", author="alice", text="mine"))
+    # the author re-sending is an idempotent retry
+    again = await router.post("lobby", NewEntry(msg_id="m1", author="alice", text="mine"))
+    assert again.append.duplicate and again.append.entry.id == first.append.entry.id
+    # anyone else using the id is refused, through the router and the plain append alike
+    with pytest.raises(MessageIdConflictError, match="another author"):
+        await router.post("lobby", NewEntry(msg_id="m1", author="bob", text="theirs"))
+    with pytest.raises(MessageIdConflictError):
+        await tl.append(
+            "lobby", NewEntry(msg_id="m1", kind=EntryKind.MODEL, author="ada", text="answer")
+        )
+    with pytest.raises(MessageIdConflictError):  # the same name, another kind
+        await tl.append(
+            "lobby", NewEntry(msg_id="m1", kind=EntryKind.SYSTEM, author="alice", text="x")
+        )
+    assert [e.text for e in await tl.read_after("lobby")] == ["mine"]
+    await r.aclose()
+
+
+def test_server_made_ids_are_out_of_every_client_s_reach() -> None:
+    cut = "1700000000000-0"
+    made = [
+        server_msg_id("lead", cut),
+        server_msg_id("ans", "smol", cut),
+        server_msg_id("err", "smol", cut),
+        server_msg_id("verdict", cut),
+        server_msg_id("notice", *server_msg_id("ans", "smol", cut).split("/")),
+        server_msg_id("notice", "x" * 64),
+    ]
+    for value in made:
+        assert validate_msg_id(value) == value  # storable
+        with pytest.raises(ValueError, match="invalid message id"):
+            validate_client_msg_id(value)  # but no client may send it
+        with pytest.raises(ValidationError):
+            PostFrame.model_validate({"type": "post", "id": value, "text": "hi"})
+    # and every id a client may choose stays out of the server's namespace
+    for value in ("lead.1700000000000-0", "ans.smol.1-0", "verdict.x", "a" * 64, "x:y-z_1."):
+        assert validate_client_msg_id(value) == value
+        assert server_id_kind(value) is None
+    assert server_id_kind(made[0]) == "lead" and server_id_kind(made[4]) == "notice"

@@ -246,3 +246,72 @@ def test_secrets_never_reach_logs_or_the_timeline(chat_service_factory: object) 
     for secret in (TOKEN_SECRET, ADMIN_TOKEN, signed, signed.split(".")[2]):
         assert secret not in log
         assert all(secret not in json.dumps(e) for e in entries)
+
+
+def test_system_prompts_are_for_members_only(chat_service: ChatService) -> None:
+    with api(chat_service) as c:
+        body = {
+            "name": "den",
+            "models": [{"name": "sage", "system_prompt": "The password is swordfish."}],
+        }
+        assert c.post("/rooms", json=body, headers=admin_headers()).status_code == 201
+        for name in ("alice", "eve"):
+            c.post("/auth/tokens", json={"name": name}, headers=admin_headers())
+        assert c.post("/rooms/den/members", headers=headers("alice")).status_code == 201
+
+        def prompts(who: dict[str, str]) -> tuple[object, object]:
+            listed = c.get("/rooms", headers=who).json()["rooms"]
+            one = c.get("/rooms/den", headers=who).json()
+            return listed[0]["models"][0]["system_prompt"], one["models"][0]["system_prompt"]
+
+        assert prompts(headers("eve")) == (None, None)  # signed in, not a member
+        assert prompts(headers("alice")) == ("The password is swordfish.",) * 2
+        assert prompts(admin_headers()) == ("The password is swordfish.",) * 2
+        assert "swordfish" not in c.get("/rooms", headers=headers("eve")).text
+
+
+def test_leave_remove_and_withdraw_an_invitation(chat_service: ChatService) -> None:
+    with api(chat_service) as c:
+        body = {"name": "club", "visibility": "invite"}
+        assert c.post("/rooms", json=body, headers=admin_headers()).status_code == 201
+        for name in ("alice", "bob", "carol", "eve"):
+            c.post("/auth/tokens", json={"name": name}, headers=admin_headers())
+        c.post("/rooms/club/members", json={"name": "alice"}, headers=admin_headers())
+        for name in ("bob", "carol"):
+            r = c.post("/rooms/club/invitations", json={"name": name}, headers=headers("alice"))
+            assert r.status_code == 201
+        assert c.get("/rooms/club/invitations", headers=headers("alice")).json() == {
+            "invited": ["bob", "carol"]
+        }
+        # alice withdraws carol's invitation: carol can no longer see or join the room
+        assert (
+            c.delete("/rooms/club/invitations/carol", headers=headers("alice")).status_code == 204
+        )
+        assert (
+            c.delete("/rooms/club/invitations/carol", headers=headers("alice")).status_code == 404
+        )
+        assert c.post("/rooms/club/members", headers=headers("carol")).status_code == 404
+        # bob joins, then leaves: gone from the members, still invited, so he can come back
+        assert c.post("/rooms/club/members", headers=headers("bob")).status_code == 201
+        assert c.delete("/rooms/club/members/bob", headers=headers("bob")).status_code == 204
+        names = [
+            m["name"]
+            for m in c.get("/rooms/club/members", headers=headers("alice")).json()["members"]
+        ]
+        assert names == ["alice"]
+        r = c.get("/rooms/club/messages", headers=headers("bob"))
+        assert r.status_code == 403 and r.json()["error"]["code"] == "not_a_member"
+        assert c.post("/rooms/club/members", headers=headers("bob")).status_code == 201
+        # a member cannot remove another; eve (not in, not invited) does not even see the room
+        r = c.delete("/rooms/club/members/alice", headers=headers("bob"))
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+        assert c.delete("/rooms/club/members/bob", headers=headers("eve")).status_code == 404
+        assert c.delete("/rooms/club/invitations/bob", headers=headers("eve")).status_code == 404
+        # the admin removes bob: out, and his invitation with him
+        assert c.delete("/rooms/club/members/bob", headers=admin_headers()).status_code == 204
+        assert c.post("/rooms/club/members", headers=headers("bob")).status_code == 404
+        assert c.delete("/rooms/club/members/bob", headers=admin_headers()).status_code == 404
+        # all of it is in the OpenAPI document
+        paths = httpx.get(chat_service.url + "/openapi.json").json()["paths"]
+        assert "delete" in paths["/api/v1/rooms/{room}/members/{name}"]
+        assert "delete" in paths["/api/v1/rooms/{room}/invitations/{name}"]

@@ -79,6 +79,36 @@ def test_the_room_limit_caps_everyone_together_and_a_room_may_set_its_own(
     assert len(all_entries(svc.url, "strict")) == 2
 
 
+def test_a_room_with_generous_limits_does_not_refill_another_room_s_bucket(
+    chat_service_factory: StartService,
+) -> None:
+    """The outside test's finding: posts alternated between a generous room and a default one
+    got 60 posts through in 1.4 s where the default room allows 10 at once."""
+    svc = chat_service_factory(
+        "buckets", LLMCHAT_USER_MESSAGES_PER_MINUTE="30", LLMCHAT_USER_BURST="10"
+    )
+    make_room(svc.url, "lobby", "all", [])
+    make_room(svc.url, "open", "all", [], limits={"messages_per_minute": 6000, "burst": 100})
+    for room in ("lobby", "open"):
+        join(svc.url, room, "alice")
+
+    def send(room: str, i: int) -> int:
+        return httpx.post(
+            f"{svc.url}/api/v1/rooms/{room}/messages",
+            json={"text": f"{room} {i}"},
+            headers=headers("alice"),
+        ).status_code
+
+    started = time.monotonic()
+    codes = [(send("open", i), send("lobby", i)) for i in range(40)]
+    seconds = time.monotonic() - started
+    assert all(generous == 201 for generous, _ in codes), codes
+    lobby_ok = sum(code == 201 for _, code in codes)
+    # the burst, plus what 30 per minute refills meanwhile
+    assert lobby_ok <= 10 + int(seconds / 2) + 1, (lobby_ok, round(seconds, 2))
+    assert 429 in [code for _, code in codes]
+
+
 async def test_websocket_posts_over_the_limit_get_an_error_frame_and_the_client_retries(
     chat_service_factory: StartService,
 ) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.auth import AUTH_ENV
+from tests.support.auth import AUTH_ENV, LIVE_REDIS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,6 +23,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+#: How long a process may take to start: a bound for a busy 2-core machine (a CI run beside
+#: builds), not an expectation; the wait ends as soon as the process answers.
+START_TIMEOUT_S = 120.0
 
 
 def wait_until(check: object, timeout: float, what: str, interval: float = 0.05) -> None:
@@ -90,7 +95,9 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(self.ping, 10, f"redis-server on port {self.port}\n{_tail(log)}")
+        wait_until(self.ping, 30, f"redis-server on port {self.port}\n{_tail(log)}")
+        if self.url not in LIVE_REDIS:
+            LIVE_REDIS.append(self.url)  # test tokens register their names here
 
     def ping(self) -> bool:
         try:
@@ -102,6 +109,8 @@ class RedisServer:
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM): Redis flushes its AOF and exits."""
+        if self.url in LIVE_REDIS:
+            LIVE_REDIS.remove(self.url)
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(10)
@@ -149,7 +158,11 @@ class ChatService:
             cwd=ROOT,
         )
         path = "/readyz" if wait_ready else "/healthz"
-        wait_until(lambda: self._ok(path), 20, f"chat-service {self.name}\n{_tail(self.log_path)}")
+        wait_until(
+            lambda: self._ok(path),
+            START_TIMEOUT_S,
+            f"chat-service {self.name}\n{_tail(self.log_path)}",
+        )
 
     def _ok(self, path: str) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -217,7 +230,9 @@ class ModelWorker:
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
-        wait_until(self._ok, 60, f"model-worker {self.consumer}\n{_tail(self.log_path)}")
+        wait_until(
+            self._ok, START_TIMEOUT_S, f"model-worker {self.consumer}\n{_tail(self.log_path)}"
+        )
 
     def _ok(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -298,7 +313,7 @@ class JudgeProc(ModelWorker):
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
-        wait_until(self._ok, 60, f"judge {self.consumer}\n{_tail(self.log_path)}")
+        wait_until(self._ok, START_TIMEOUT_S, f"judge {self.consumer}\n{_tail(self.log_path)}")
 
     def active(self) -> bool:
         try:

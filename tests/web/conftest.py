@@ -9,12 +9,11 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from llmchat.local.proxy import TcpBalancer
+from llmchat.local.proxy import Backend, TcpBalancer
 from tests.support.api import make_room
 from tests.support.procs import ChatService, JudgeProc, ModelWorker, free_port
 
@@ -29,8 +28,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 FAST = {"LLMCHAT_MAX_TOKENS": "24"}
 
 
@@ -92,7 +89,7 @@ def page(browser: Any) -> Iterator[Any]:
 class Balancer:
     """``llmchat.local.proxy.TcpBalancer`` on its own event loop in a thread."""
 
-    backends: list[tuple[str, int]]
+    backends: list[Backend]
     port: int = field(default_factory=free_port)
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None

@@ -172,8 +172,8 @@ def test_terminal_client_explains_a_refusal(
     term.wait_for("cannot join 'lobby' as 'smol'")
     term.wait_for("a model in this room has that name")
     # a registered name cannot be signed up again: the client says how to sign in instead
-    _say(service.url, "erin", "hi")
     assert httpx.post(service.url + "/api/v1/auth/signup", json={"name": "erin"}).is_success
+    _say(service.url, "erin", "hi")
     term = terminals("lobby", "--url", service.url, "--name", "erin")
     assert term.proc.wait(15) == 2
     term.wait_for("the name 'erin' is taken")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.api import all_entries
-from tests.web.conftest import SCREENSHOTS, Stack, entry_ids, join
+from tests.web.conftest import Stack, entry_ids, join
 
 # Records, in order, when a streaming bubble and a stored model answer enter the page.
 OBSERVER = """
@@ -39,7 +40,7 @@ def _settled(page: Any, url: str, timeout: float = 30) -> list[str]:
 
 @pytest.mark.model
 def test_join_talk_stream_verdict_leader_reload(
-    stack_factory: Callable[..., Stack], page: Any
+    stack_factory: Callable[..., Stack], page: Any, tmp_path: Path
 ) -> None:
     stack = stack_factory(real_models=True)
     page.add_init_script(OBSERVER)
@@ -86,10 +87,10 @@ def test_join_talk_stream_verdict_leader_reload(
         "document.querySelectorAll('#timeline > li.kind-model').length >= 4", timeout=120_000
     )
     before = _settled(page, stack.replicas[0].url)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "room.png"))
+    # the page renders in both schemes (the README's picture: tools/screenshots/room.py)
+    page.screenshot(path=str(tmp_path / "room.png"))
     page.emulate_media(color_scheme="dark")
-    page.screenshot(path=str(SCREENSHOTS / "room-dark.png"))
+    page.screenshot(path=str(tmp_path / "room-dark.png"))
     page.emulate_media(color_scheme="light")
 
     # reload: the tab rejoins and shows the same history, each entry once

@@ -50,7 +50,8 @@ def test_two_models_get_the_same_window_framed_as_their_own_chat() -> None:
     assert [(m.role, m.content) for m in a[1:]] == [
         ("user", "alice: hello all"),
         ("assistant", "hi alice"),
-        ("user", "carl: hello alice, I am carl\nbob: what is 2+2?"),
+        ("user", "carl: hello alice, I am carl"),
+        ("user", "bob: what is 2+2?"),  # the message being answered: a turn of its own
     ]
     assert [(m.role, m.content) for m in c[1:]] == [
         ("user", "alice: hello all\nada: hi alice"),
@@ -82,7 +83,7 @@ def test_an_own_answer_that_opens_a_trimmed_window_is_shown_with_its_name() -> N
     msgs = build_prompt(
         name="ada", room="r", system_prompt="", entries=HISTORY[1:], budget_tokens=1000
     )
-    assert [m.role for m in msgs] == ["system", "user"]
+    assert [m.role for m in msgs] == ["system", "user", "user"]
     assert msgs[1].content.startswith("ada: hi alice\n")
 
 

@@ -80,8 +80,8 @@ def prompt_for(hostile: str, author: str = "alice") -> list[str]:
     msgs = build_prompt(
         name="ada", room="r", system_prompt="Be terse.", entries=entries, budget_tokens=4000
     )
-    # one system message, then the turns: bob / ada's own answer / alice and bob
-    assert [m.role for m in msgs] == ["system", "user", "assistant", "user"]
+    # one system message, then the turns: bob / ada's own answer / alice / bob (answered)
+    assert [m.role for m in msgs] == ["system", "user", "assistant", "user", "user"]
     for m in msgs:  # nothing typed into a message reaches a turn's raw content un-neutralised
         for token in LIVE_TOKENS:
             assert token not in m.content

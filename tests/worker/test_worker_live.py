@@ -46,6 +46,15 @@ def window(answer: dict[str, Any]) -> list[str]:
     return flatten(messages, answer["author"])
 
 
+def outcomes(entries: list[dict[str, Any]], cut: str) -> list[dict[str, Any]]:
+    """How a turn ended: the model's answer, or the note that it could not answer."""
+    return [
+        e
+        for e in entries
+        if e["kind"] in ("model", "system") and (e.get("meta") or {}).get("cut") == cut
+    ]
+
+
 async def first_delta(rec: Recorder, timeout: float = 60) -> dict[str, Any]:
     """The first live token delta recorded from now on (cleared events), waiting for it."""
     async with asyncio.timeout(timeout):
@@ -147,22 +156,16 @@ async def test_two_replicas_split_jobs_and_a_sigkilled_one_is_taken_over(
     busy.pause()
     try:
         second = await rec.client.post("question 1: say something")
-        await rec.client.wait_for(
-            lambda es: any(
-                e["kind"] == "model" and e["meta"]["cut"] == second["cursor"] for e in es
-            ),
-            timeout=120,
-        )
+        await rec.client.wait_for(lambda es: bool(outcomes(es, second["cursor"])), timeout=120)
     finally:
         busy.resume()
     # the first question is answered too (by its replica once thawed, or reclaimed by the other)
-    await rec.client.wait_for(
-        lambda es: any(e["kind"] == "model" and e["meta"]["cut"] == first["cursor"] for e in es),
-        timeout=120,
-    )
-    by_cut = {a["meta"]["cut"]: a["meta"]["worker"] for a in rec.answers()}
-    assert by_cut[second["cursor"]] == other.consumer
-    assert {busy_consumer, by_cut[second["cursor"]]} == {w1.consumer, w2.consumer}
+    await rec.client.wait_for(lambda es: bool(outcomes(es, first["cursor"])), timeout=120)
+    # the answer (or, when the small model's reply was not fit to post, the note saying so)
+    assert {e["meta"]["worker"] for e in outcomes(rec.client.entries, second["cursor"])} == {
+        other.consumer
+    }
+    assert busy_consumer != other.consumer
 
     # SIGKILL the replica generating the next answer, mid-generation
     rec.events.clear()
@@ -171,16 +174,11 @@ async def test_two_replicas_split_jobs_and_a_sigkilled_one_is_taken_over(
     victim = w1 if generating == w1.consumer else w2
     survivor = w2 if victim is w1 else w1
     victim.kill()
-    await rec.client.wait_for(
-        lambda es: any(e["kind"] == "model" and e["meta"]["cut"] == ack["cursor"] for e in es),
-        timeout=120,
-    )
+    await rec.client.wait_for(lambda es: bool(outcomes(es, ack["cursor"])), timeout=120)
     await asyncio.sleep(3.0)
-    answers = [
-        e for e in history(service) if e["kind"] == "model" and e["meta"]["cut"] == ack["cursor"]
-    ]
-    assert len(answers) == 1
-    assert answers[0]["meta"]["worker"] == survivor.consumer
+    done = outcomes(history(service), ack["cursor"])
+    assert len(done) == 1
+    assert done[0]["meta"]["worker"] == survivor.consumer
     assert survivor.metric("llmchat_jobs_total", how="reclaimed") >= 1
     await rec.client.close()
 
@@ -216,18 +214,19 @@ async def test_storm_of_500_messages_is_stored_in_order_and_coalesced(
         assert mine == [f"{c.name}-{i}" for i in range(100)]  # each sender's order kept
 
     last_cut = human[-1]["id"]
-    await clients[0].wait_for(
-        lambda es: any(e["kind"] == "model" and e["meta"]["cut"] == last_cut for e in es),
-        timeout=300,
-    )
-    answers = [e for e in history(service) if e["kind"] == "model"]
+    await clients[0].wait_for(lambda es: bool(outcomes(es, last_cut)), timeout=240)
+    stored = history(service)
+    answers = [e for e in stored if e["kind"] == "model"]
+    turns = [e for e in stored if e["kind"] in ("model", "system") and "queue_s" in e["meta"]]
     generations = w.metric("llmchat_generations_total")
-    max_queue = max(a["meta"]["queue_s"] for a in answers)
+    # posted answers; the other generations were asked again (repeat) or reported (empty)
+    posted = sum(w.metric("llmchat_generations_total", outcome=o) for o in ("ok", "cut"))
+    max_queue = max(a["meta"]["queue_s"] for a in turns)
     print(
         f"\nstorm: burst {burst_s:.2f}s, generations {generations:.0f} for 500 messages, "
         f"answers {len(answers)}, max queue time {max_queue:.2f}s"
     )
-    assert generations == len(answers)
+    assert posted == len(answers)
     assert generations <= 50, "storm was not coalesced"
     assert max_queue < 60
     for c in clients:

@@ -106,8 +106,9 @@ async def test_answers_stream_through_the_ollama_api(
     assert answer["author"] == "ada" and str(answer["text"]).strip()
     meta = answer["meta"]
     assert isinstance(meta, dict) and meta["backend"] == "ollama:smollm2:135m"
-    assert meta["tokens"] >= 1 and meta["outcome"] == "ok"
-    assert w.metric("llmchat_generations_total", outcome="ok") == 1
+    # a 24-token budget may end the answer mid-sentence ("cut", posted and marked truncated)
+    assert meta["tokens"] >= 1 and meta["outcome"] in ("ok", "cut")
+    assert w.metric("llmchat_generations_total", outcome=meta["outcome"]) == 1
 
 
 async def test_a_missing_model_is_explained_in_the_room(

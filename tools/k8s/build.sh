@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build the test control plane from Go modules (issue 9):
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, helm
+# and, for the real node (issue 18): kubelet, kube-proxy, coredns (our plugin set, no
+# `forward`), pause (the kubernetes module's pause.c, linked statically with gcc)
 #
 # Binaries go to a cache OUTSIDE the repository:
 #   ${LLMCHAT_CACHE:-$HOME/.cache/llm-in-the-chat}/k8s/<stamp>/bin
@@ -20,14 +22,15 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$HERE/versions.env"
 
-BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd kwok helm coredns pause)
 # Bump when the way binaries are built changes (flags, ldflags), to force a new stamp.
 BUILD_REVISION=1
 
 stamp() {
 	local h
 	h="$(cd "$HERE" && cat versions.env go.mod go.sum etcd/go.mod etcd/go.sum kwok/go.mod kwok/go.sum \
-		helm/go.mod helm/go.sum | { cat; echo "rev=$BUILD_REVISION"; } | sha256sum | cut -c1-10)"
+		helm/go.mod helm/go.sum coredns/go.mod coredns/go.sum coredns/main.go |
+		{ cat; echo "rev=$BUILD_REVISION"; } | sha256sum | cut -c1-10)"
 	printf 'k8s-%s_etcd-%s_kwok-%s_helm-%s_%s' "$K8S_VERSION" "$ETCD_VERSION" "$KWOK_VERSION" "$HELM_VERSION" "$h"
 }
 
@@ -122,7 +125,7 @@ install_bins() { # move built binaries from TMP_BIN into BIN_DIR atomically
 }
 
 # --- kubernetes ---------------------------------------------------------------
-K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 if need "${K8S_BINS[@]}"; then
 	minor="${K8S_VERSION#v1.}"
 	minor="${minor%%.*}"
@@ -175,6 +178,27 @@ if need helm; then
 	(cd "$HERE/helm" && go mod download && go build -p "$JOBS" -trimpath -ldflags "$ldf" -o "$TMP_BIN/helm" helm.sh/helm/v3/cmd/helm)
 	install_bins helm
 	log "helm: done in $((SECONDS - t0)) s"
+fi
+
+# --- coredns ------------------------------------------------------------------
+if need coredns; then
+	log "coredns $COREDNS_VERSION: building (tools/k8s/coredns/main.go: no forward plugin)"
+	t0=$SECONDS
+	(cd "$HERE/coredns" && go mod download && go build -p "$JOBS" -trimpath -ldflags "-s -w" -o "$TMP_BIN/coredns" .)
+	install_bins coredns
+	log "coredns: done in $((SECONDS - t0)) s"
+fi
+
+# --- pause ----------------------------------------------------------------------
+# The pod sandbox's process: pause.c from the k8s.io/kubernetes module (already downloaded
+# above), compiled statically so its image needs nothing else (a FROM-scratch image).
+if need pause; then
+	command -v gcc >/dev/null || { echo "build.sh: gcc is needed for the pause binary (apt-get install gcc libc6-dev)" >&2; exit 3; }
+	src="$(cd "$HERE" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/build/pause/linux/pause.c"
+	log "pause: gcc -static $src"
+	gcc -Os -static -Wall -Werror -DVERSION="$K8S_VERSION" -o "$TMP_BIN/pause" "$src"
+	strip "$TMP_BIN/pause"
+	install_bins pause
 fi
 
 all_present

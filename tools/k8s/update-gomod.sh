@@ -8,6 +8,7 @@
 #   tools/k8s/etcd/go.mod   go.etcd.io/etcd/server/v3
 #   tools/k8s/kwok/go.mod   sigs.k8s.io/kwok
 #   tools/k8s/helm/go.mod   helm.sh/helm/v3
+#   tools/k8s/coredns/go.mod github.com/coredns/coredns (main.go, ours, picks the plugins)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -42,7 +43,7 @@ go mod edit -go=1.24.0 -require="k8s.io/kubernetes@$K8S_VERSION"
 for m in "${staging[@]}"; do
 	go mod edit "-replace=$m=$m@$staging_version"
 done
-for t in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for t in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
 	go mod edit "-tool=k8s.io/kubernetes/cmd/$t"
 done
 go mod tidy
@@ -64,4 +65,12 @@ mkdir -p "$HERE/etcd" "$HERE/kwok" "$HERE/helm"
 gen_simple etcd llmchat.local/tools/k8s/etcd "go.etcd.io/etcd/server/v3@$ETCD_VERSION" go.etcd.io/etcd/server/v3
 gen_simple kwok llmchat.local/tools/k8s/kwok "sigs.k8s.io/kwok@$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 gen_simple helm llmchat.local/tools/k8s/helm "helm.sh/helm/v3@$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+# coredns: our own main.go (the plugin set) in the module; only go.mod/go.sum are regenerated
+log "coredns: github.com/coredns/coredns@$COREDNS_VERSION"
+cd "$HERE/coredns"
+rm -f go.mod go.sum
+go mod init llmchat.local/tools/k8s/coredns >/dev/null 2>&1
+go mod edit -go=1.24.0 -require="github.com/coredns/coredns@$COREDNS_VERSION"
+go mod tidy
+go mod edit -toolchain=none
 log "done"

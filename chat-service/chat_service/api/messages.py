@@ -7,22 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from chat_service import metrics
-from llmchat.ids import parse_stream_id
-from llmchat.models import Entry, EntryKind, MessageId, NewEntry, UnicodeText
-from llmchat.ratelimit import RateLimitedError
+from chat_service.posting import post_human
+from llmchat.models import ClientMessageId, Entry, UnicodeText
 
-from .deps import (
-    IdentityDep,
-    RoomPath,
-    StateDep,
-    check_post_limits,
-    check_room_name,
-    member_room,
-    require_user,
-    room_max_bytes,
-    text_size_error,
-)
+from .access import check_cursor, check_room_name, member_room
+from .deps import IdentityDep, RoomPath, StateDep, require_user
 from .errors import ApiError, responses
 
 router = APIRouter(prefix="/rooms/{room}/messages", tags=["messages"])
@@ -31,7 +20,7 @@ router = APIRouter(prefix="/rooms/{room}/messages", tags=["messages"])
 class PostMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: MessageId | None = Field(
+    id: ClientMessageId | None = Field(
         default=None, description="Client-made message id; re-posting the same id stores it once."
     )
     author: str | None = Field(
@@ -60,9 +49,11 @@ class History(BaseModel):
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"model": PostResult, "description": "Duplicate id: the stored entry"},
-        **responses(401, 403, 404, 413, 422, 429, 503),
+        **responses(401, 403, 404, 409, 413, 422, 429, 503),
     },
     summary="Post a message as yourself (stored before it is acknowledged)",
+    description="The same `id` re-posted by its author is stored once (200, `duplicate`); an "
+    "`id` another author already used is a conflict (409 `id_conflict`).",
 )
 async def post_message(
     room: RoomPath,
@@ -75,21 +66,9 @@ async def post_message(
     if body.author is not None and body.author.casefold() != user.casefold():
         raise ApiError(403, "forbidden", f"you are {user!r}; you cannot post as {body.author!r}")
     found, member = await member_room(state, room, identity)
-    problem = text_size_error(body.text, room_max_bytes(state, found))
-    if problem:
-        metrics.MESSAGES.labels("rest", "rejected").inc()
-        raise ApiError(413 if "limit" in problem else 422, "invalid_message", problem)
     assert member is not None  # a user (not the admin) who belongs to the room
-    try:
-        await check_post_limits(state, found, user)
-    except RateLimitedError:
-        metrics.MESSAGES.labels("rest", "rate_limited").inc()
-        raise
-    new = NewEntry(kind=EntryKind.HUMAN, author=member.name, text=body.text)
-    if body.id:
-        new.msg_id = body.id
-    result = (await state.router.post(room, new)).append
-    metrics.MESSAGES.labels("rest", "duplicate" if result.duplicate else "stored").inc()
+    # refusals are raised as typed errors and answered by the handlers in errors.py
+    result = await post_human(state, found, member.name, body.text, body.id, "rest")
     if result.duplicate:
         response.status_code = status.HTTP_200_OK
     return PostResult(entry=result.entry, duplicate=result.duplicate)
@@ -112,10 +91,7 @@ async def read_history(
 ) -> History:
     check_room_name(room)
     if after is not None:
-        try:
-            parse_stream_id(after)
-        except ValueError as exc:
-            raise ApiError(400, "invalid_cursor", str(exc)) from exc
+        check_cursor(after)
     limit = min(limit, state.settings.page_limit)
     await member_room(state, room, identity)
     if after is None:

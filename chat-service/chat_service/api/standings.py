@@ -13,7 +13,8 @@ from llmchat.health import healthy_models
 from llmchat.lease import RedisLease
 from llmchat.ratings import INITIAL, Rating, RatingStore
 
-from .deps import IdentityDep, RoomPath, StateDep, member_room
+from .access import member_room
+from .deps import IdentityDep, RoomPath, StateDep
 from .errors import responses
 
 router = APIRouter(prefix="/rooms/{room}", tags=["standings"])

@@ -1,4 +1,5 @@
-"""The room WebSocket: every timeline entry in order, resumable from a cursor.
+"""The room WebSocket's door: who may open it, in which room; the open session is in
+``ws_session``. Every timeline entry in order, resumable from a cursor.
 
 ``/api/v1/rooms/{room}/ws?cursor=<stream id>``, with the user's token in an
 ``Authorization: Bearer`` header or, from a browser, as the subprotocol ``bearer.<token>``
@@ -6,7 +7,9 @@ offered next to ``llmchat.v1``. Connecting joins a public room (or an invitation
 user was invited to). A client that gives a cursor gets exactly the entries after it, then
 live ones; a client that gives none gets the newest ``history_on_join`` entries.
 Close codes: 4400 bad request, 4404
-unknown room (or one you may not see), 4409 name taken, 4401 no valid token, 4403 not allowed,
+unknown room (or one you may not see), 4409 name taken, 4401 no valid token (also when it
+expires, or its user signs out or is deleted, while the socket is open: an ``auth`` frame with a
+fresh token before the expiry keeps it open), 4403 not allowed (also once removed from the room),
 4429 too many connections for this user, 1013 try again later (storage unavailable, or the
 client fell too far behind), 1009 frame too large. A post over a rate limit gets an error frame
 ``rate_limited`` with ``retry_after`` (seconds) and is not stored.
@@ -16,56 +19,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
-from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket
 
 from chat_service import metrics
-from chat_service.hub import Subscriber, WireEntry
-from chat_service.protocol import FrameError, PingFrame, error_frame, parse_client_frame
+from chat_service.protocol import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_CONFLICT,
+    CLOSE_FORBIDDEN,
+    CLOSE_NOT_FOUND,
+    CLOSE_TOO_MANY,
+    CLOSE_TRY_AGAIN,
+    CLOSE_UNAUTHENTICATED,
+)
 from chat_service.state import ServiceState
-from llmchat.auth import WS_PROTOCOL, bearer, token_from_subprotocols
-from llmchat.ids import parse_stream_id
-from llmchat.logs import get_logger
-from llmchat.models import Entry, EntryKind, Member, NewEntry, Room
-from llmchat.ratelimit import RateLimitedError
+from llmchat.auth import WS_PROTOCOL, Identity, bearer, token_from_subprotocols
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import NameTakenError
-from llmchat.tasks import stop_task, stop_tasks
-from llmchat.timeline import RoomNotFoundError
+from llmchat.tasks import stop_task
 
-from .deps import (
-    SIGN_IN_HINT,
-    authenticate,
-    check_post_limits,
-    check_room_name,
-    room_max_bytes,
-    text_size_error,
-    visible_room,
-)
+from .access import SIGN_IN_HINT, authenticate, check_cursor, check_room_name, visible_room
 from .errors import ApiError
+from .ws_session import Session, refuse
 
 router = APIRouter()
-log = get_logger(__name__)
-
-CLOSE_BAD_REQUEST = 4400
-CLOSE_NOT_FOUND = 4404
-CLOSE_CONFLICT = 4409
-CLOSE_TRY_AGAIN = 1013
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_TOO_MANY = 4429
-
-
-async def _refuse(ws: WebSocket, code: str, message: str, close_code: int) -> None:
-    await ws.send_json(error_frame(code, message))
-    await ws.close(code=close_code, reason=message[:120])
-
-
-def entry_frame(entry: Entry) -> dict[str, Any]:
-    return {"type": "entry", "entry": entry.model_dump(mode="json")}
 
 
 def _offered_token(ws: WebSocket) -> tuple[str | None, bool]:
@@ -82,49 +60,74 @@ async def room_socket(
     state: ServiceState = ws.app.state.service
     token, wants_protocol = _offered_token(ws)
     await ws.accept(subprotocol=WS_PROTOCOL if wants_protocol else None)
-    try:
-        check_room_name(room)
-    except ApiError as exc:
-        await _refuse(ws, exc.code, exc.message, CLOSE_NOT_FOUND)
-        return
-    if token is None:
-        metrics.AUTH_FAILURES.labels("unauthenticated").inc()
-        await _refuse(ws, "unauthenticated", SIGN_IN_HINT, CLOSE_UNAUTHENTICATED)
-        return
-    try:
-        identity = authenticate(state, token)
-    except ApiError as exc:
-        metrics.AUTH_FAILURES.labels(exc.code).inc()
-        await _refuse(ws, exc.code, exc.message, CLOSE_UNAUTHENTICATED)
-        return
-    if identity.user is None:
-        await _refuse(ws, "user_required", "connect with a user token", CLOSE_FORBIDDEN)
-        return
-    user = identity.user
-    if name is not None and name.casefold() != user.casefold():
-        await _refuse(
-            ws, "forbidden", f"you are {user!r}; you cannot connect as {name!r}", CLOSE_FORBIDDEN
-        )
+    identity = await _identify(ws, state, room, token, name)
+    if identity is None or identity.user is None:
         return
     if cursor is not None:
         try:
-            parse_stream_id(cursor)
-        except ValueError as exc:
-            await _refuse(ws, "invalid_cursor", str(exc), CLOSE_BAD_REQUEST)
+            check_cursor(cursor)
+        except ApiError as exc:
+            await refuse(ws, exc.code, exc.message, CLOSE_BAD_REQUEST)
             return
+    await _enter(ws, state, room, identity, identity.user, cursor)
+
+
+async def _identify(
+    ws: WebSocket, state: ServiceState, room: str, token: str | None, name: str | None
+) -> Identity | None:
+    """Who opens the socket (a user, and the one ``name`` says if given); None once refused."""
+    try:
+        check_room_name(room)
+    except ApiError as exc:
+        await refuse(ws, exc.code, exc.message, CLOSE_NOT_FOUND)
+        return None
+    if token is None:
+        metrics.AUTH_FAILURES.labels("unauthenticated").inc()
+        await refuse(ws, "unauthenticated", SIGN_IN_HINT, CLOSE_UNAUTHENTICATED)
+        return None
+    try:
+        identity = await authenticate(state, token)
+    except ApiError as exc:
+        metrics.AUTH_FAILURES.labels(exc.code).inc()
+        await refuse(ws, exc.code, exc.message, CLOSE_UNAUTHENTICATED)
+        return None
+    except UNAVAILABLE_ERRORS:
+        await refuse(ws, "storage_unavailable", "storage is unreachable; retry", CLOSE_TRY_AGAIN)
+        return None
+    user = identity.user
+    if user is None:
+        await refuse(ws, "user_required", "connect with a user token", CLOSE_FORBIDDEN)
+        return None
+    if name is not None and name.casefold() != user.casefold():
+        await refuse(
+            ws, "forbidden", f"you are {user!r}; you cannot connect as {name!r}", CLOSE_FORBIDDEN
+        )
+        return None
+    return identity
+
+
+async def _enter(  # noqa: PLR0917 - the socket, and who enters which room from where
+    ws: WebSocket,
+    state: ServiceState,
+    room: str,
+    identity: Identity,
+    user: str,
+    cursor: str | None,
+) -> None:
+    """Join the room with a connection slot and run the session until it ends."""
     conn_id = uuid.uuid4().hex
     slot = False
     try:
         try:
             found = await visible_room(state, room, identity)
         except ApiError as exc:
-            await _refuse(ws, exc.code, exc.message, CLOSE_NOT_FOUND)
+            await refuse(ws, exc.code, exc.message, CLOSE_NOT_FOUND)
             return
         limit = state.settings.max_connections_per_user
         slot = await state.slots.acquire(user, conn_id, limit)
         if not slot:
             metrics.RATE_LIMITED.labels("connections").inc()
-            await _refuse(
+            await refuse(
                 ws,
                 "too_many_connections",
                 f"{user!r} already has {limit} open connections; close one and retry",
@@ -132,18 +135,18 @@ async def room_socket(
             )
             return
         member, _ = await state.rooms.join(found, user)  # a valid name: the token said so
-        sub = await state.hub.subscribe(room)
+        sub = await state.fanout.subscribe(room)
     except NameTakenError as exc:
         await _release(state, user, conn_id, slot)
-        await _refuse(ws, "name_taken", str(exc), CLOSE_CONFLICT)
+        await refuse(ws, "name_taken", str(exc), CLOSE_CONFLICT)
         return
     except UNAVAILABLE_ERRORS:
         await _release(state, user, conn_id, slot)
-        await _refuse(ws, "storage_unavailable", "storage is unreachable; retry", CLOSE_TRY_AGAIN)
+        await refuse(ws, "storage_unavailable", "storage is unreachable; retry", CLOSE_TRY_AGAIN)
         return
 
     metrics.WS_CONNECTIONS.inc()
-    session = _Session(ws, state, found, member, sub)
+    session = Session(ws, state, found, member, sub, identity)
     keeper = asyncio.create_task(_keep_slot(state, user, conn_id), name="slot-keeper")
     try:
         await session.run(cursor)
@@ -152,7 +155,7 @@ async def room_socket(
         # would hold the slot for ever (see llmchat.tasks)
         await stop_task(keeper)
         metrics.WS_CONNECTIONS.dec()
-        await state.hub.unsubscribe(sub)
+        await state.fanout.unsubscribe(sub)
         await _release(state, user, conn_id, True)
 
 
@@ -171,183 +174,3 @@ async def _release(state: ServiceState, user: str, conn_id: str, held: bool) -> 
     if held and state.settings.max_connections_per_user > 0:
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
             await state.slots.release(user, conn_id)
-
-
-class _Session:
-    def __init__(
-        self, ws: WebSocket, state: ServiceState, room: Room, member: Member, sub: Subscriber
-    ) -> None:
-        self.ws = ws
-        self.state = state
-        self.room_config = room
-        self.room = room.name
-        self.max_bytes = room_max_bytes(state, room)
-        self.member = member
-        self.sub = sub
-        self.last_key: tuple[int, int] | None = None  # the stream id of the last entry sent
-
-    async def run(self, cursor: str | None) -> None:
-        tasks = [
-            asyncio.create_task(self._send_loop(cursor), name="ws-send"),
-            asyncio.create_task(self._receive_loop(), name="ws-receive"),
-            asyncio.create_task(self.sub.overflowed.wait()),
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await stop_tasks(tasks)
-        if tasks[2] in done:
-            with contextlib.suppress(Exception):
-                await self.ws.close(CLOSE_TRY_AGAIN, "too far behind; reconnect with your cursor")
-        for task in done:
-            exc = task.exception() if not task.cancelled() else None
-            if exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
-                log.error("ws_session_error", room=self.room, error=repr(exc))
-
-    async def _send_entry(self, entry: Entry, live: bool) -> None:
-        key = parse_stream_id(entry.id)
-        if self.last_key is not None and key <= self.last_key:
-            return
-        await self.ws.send_json(entry_frame(entry))
-        self.last_key = key
-        metrics.DELIVERED.inc()
-        if live:
-            metrics.MESSAGE_LATENCY.observe(max(0.0, time.time() - entry.ts))
-
-    async def _send_wire(self, wire: WireEntry) -> None:
-        """A live entry, already serialised by the room's feed."""
-        if self.last_key is not None and wire.key <= self.last_key:
-            return
-        await self.ws.send_text(wire.text)
-        self.last_key = wire.key
-        metrics.DELIVERED.inc()
-        metrics.MESSAGE_LATENCY.observe(max(0.0, time.time() - wire.ts))
-
-    async def _send_backlog(self, cursor: str | None) -> None:
-        tl = self.state.timeline
-        if cursor is None:
-            for entry in await tl.tail(self.room, self.state.settings.history_on_join):
-                await self._send_entry(entry, live=False)
-            return
-        after = cursor
-        self.last_key = parse_stream_id(cursor)
-        page = self.state.settings.page_limit
-        while True:
-            entries = await tl.read_after(self.room, after, page)
-            for entry in entries:
-                await self._send_entry(entry, live=False)
-            if len(entries) < page:
-                return
-            after = entries[-1].id
-
-    async def _send_loop(self, cursor: str | None) -> None:
-        last_id = await self.state.timeline.last_id(self.room)
-        await self.ws.send_json(
-            {
-                "type": "welcome",
-                "room": self.room,
-                "member": self.member.model_dump(mode="json"),
-                "replica": self.state.replica,
-                "cursor": last_id,
-            }
-        )
-        await self._send_backlog(cursor)
-        while True:
-            kind, payload = await self.sub.queue.get()
-            if kind == "wire":
-                assert isinstance(payload, WireEntry)
-                await self._send_wire(payload)
-            elif kind == "entry":
-                assert isinstance(payload, Entry)
-                await self._send_entry(payload, live=True)
-            elif kind == "live":
-                assert isinstance(payload, str)
-                await self.ws.send_text(payload)
-                metrics.LIVE_EVENTS.inc()
-            else:
-                await self.ws.send_json(payload)
-
-    async def _receive_loop(self) -> None:
-        while True:
-            msg = await self.ws.receive()
-            try:
-                await self._handle_message(msg)
-            except WebSocketDisconnect:
-                raise
-            except Exception as exc:  # a bug must not cost the client its connection
-                log.exception("ws_frame_error", room=self.room, error=repr(exc))
-                self.sub.push(
-                    ("frame", error_frame("internal_error", "the frame could not be handled"))
-                )
-
-    async def _handle_message(self, msg: Any) -> None:
-        if msg["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(int(msg.get("code") or 1000))
-        raw = msg.get("text")
-        if raw is None:
-            try:
-                raw = bytes(msg.get("bytes") or b"").decode("utf-8")
-            except UnicodeDecodeError:
-                self.sub.push(
-                    ("frame", error_frame("invalid_frame", "frames must be UTF-8 JSON text"))
-                )
-                return
-        try:
-            frame = parse_client_frame(raw)
-        except FrameError as exc:
-            metrics.MESSAGES.labels("ws", "rejected").inc()
-            self.sub.push(("frame", error_frame(exc.code, exc.message, exc.ref)))
-            return
-        if isinstance(frame, PingFrame):
-            self.sub.push(("frame", {"type": "pong"}))
-            return
-        problem = text_size_error(frame.text, self.max_bytes)
-        if problem:
-            metrics.MESSAGES.labels("ws", "rejected").inc()
-            code = "message_too_large" if "limit" in problem else "empty_message"
-            self.sub.push(("frame", error_frame(code, problem, frame.id)))
-            return
-        new = NewEntry(kind=EntryKind.HUMAN, author=self.member.name, text=frame.text)
-        if frame.id:
-            new.msg_id = frame.id
-        try:
-            await check_post_limits(self.state, self.room_config, self.member.name)
-        except RateLimitedError as exc:
-            metrics.MESSAGES.labels("ws", "rate_limited").inc()
-            metrics.RATE_LIMITED.labels(exc.scope).inc()
-            refusal = error_frame("rate_limited", str(exc), new.msg_id)
-            refusal["retry_after"] = round(exc.retry_after, 3)
-            self.sub.push(("frame", refusal))
-            return
-        except UNAVAILABLE_ERRORS:
-            pass  # the post below reports storage as unavailable
-        try:
-            result = (await self.state.router.post(self.room, new)).append
-        except RoomNotFoundError:
-            self.sub.push(("frame", error_frame("room_not_found", "the room is gone", new.msg_id)))
-            return
-        except UNAVAILABLE_ERRORS:
-            metrics.MESSAGES.labels("ws", "unavailable").inc()
-            self.sub.push(
-                (
-                    "frame",
-                    error_frame(
-                        "storage_unavailable",
-                        "storage is unreachable; the message was not stored; retry it",
-                        new.msg_id,
-                    ),
-                )
-            )
-            return
-        metrics.MESSAGES.labels("ws", "duplicate" if result.duplicate else "stored").inc()
-        self.sub.push(
-            (
-                "frame",
-                {
-                    "type": "ack",
-                    "ref": new.msg_id,
-                    "cursor": result.entry.id,
-                    "duplicate": result.duplicate,
-                },
-            )
-        )

@@ -12,7 +12,9 @@ const WS_PROTOCOL = "llmchat.v1";
 // Close codes after which reconnecting cannot help (4429, too many connections, is retried).
 const CLOSE = { badRequest: 4400, unauthenticated: 4401, forbidden: 4403, notFound: 4404, taken: 4409, tooMany: 4429 };
 const REFUSED = new Set([CLOSE.badRequest, CLOSE.unauthenticated, CLOSE.forbidden, CLOSE.notFound, CLOSE.taken]);
-const AUTH_CODES = new Set(["invalid_token", "token_expired", "unauthenticated"]);
+const AUTH_CODES = new Set(["invalid_token", "token_expired", "token_revoked", "session_ended", "unauthenticated"]);
+// Error frames that come just before the service ends the session (the close explains them).
+const SESSION_END = new Set(["token_expired", "token_revoked", "not_a_member"]);
 const MAX_TIMER_MS = 6 * 3600 * 1000; // refresh at least this often (and stay below setTimeout's limit)
 const $ = (id) => document.getElementById(id);
 
@@ -23,6 +25,7 @@ const state = {
   cursor: null, // id of the last entry shown: the resume cursor
   seen: new Set(), // entry ids shown (dedupe)
   seenMsg: new Set(), // msg ids shown (a pending post is replaced by its entry)
+  answered: new Set(), // "model|turn" of the answers shown (late token deltas are dropped)
   pending: new Map(), // msg id -> {frame, el}
   live: new Map(), // "model|turn" -> bubble element
   models: [],
@@ -252,6 +255,7 @@ function addEntry(entry) {
   const wasNear = nearBottom();
   state.seen.add(entry.id);
   state.seenMsg.add(entry.msg_id);
+  if (entry.kind === "model" && entry.meta && entry.meta.turn) state.answered.add(`${entry.author}|${entry.meta.turn}`);
   state.cursor = entry.id;
   const pend = state.pending.get(entry.msg_id);
   if (pend) {
@@ -284,7 +288,7 @@ function onLive(event) {
   if (event.type === "start" || event.type === "delta") {
     let bubble = state.live.get(key);
     if (!bubble) {
-      if (event.type === "delta" && state.seenMsg.has(`ans.${event.model}.${event.turn}`)) return;
+      if (event.type === "delta" && state.answered.has(key)) return;
       bubble = el("div", "entry kind-model streaming");
       bubble.dataset.model = event.model;
       bubble.dataset.turn = event.turn;
@@ -297,6 +301,10 @@ function onLive(event) {
       const wasNear = nearBottom();
       $("live").append(bubble);
       stickToBottom(wasNear);
+    }
+    if (event.type === "start" && event.retry) {
+      // the worker asks its model again (its first answer only repeated an earlier one)
+      bubble.querySelector(".text").textContent = "";
     }
     if (event.type === "delta" && event.text) {
       const wasNear = nearBottom();
@@ -419,8 +427,10 @@ function connect() {
         break;
       }
       case "error":
-        if (!welcomed) refusal = frame; // the close that follows explains it
+        if (!welcomed || SESSION_END.has(frame.code)) refusal = frame; // the close that follows explains it
         else onErrorFrame(frame);
+        break;
+      case "authenticated": // the fresh token sent in band was accepted: the socket stays open
         break;
       default:
         break;
@@ -481,7 +491,7 @@ function onRefused(code, reason) {
     signedOut(`Your sign-in is no longer valid${reason ? ` (${reason})` : ""}. Join again to sign in.`);
     return;
   }
-  leaveRoom();
+  closeRoom();
   if (code === CLOSE.notFound) {
     showJoinError(`There is no room “${room}” (or you may not see it).`);
     loadRooms().catch(() => {});
@@ -761,7 +771,11 @@ async function refreshToken() {
   if (!token) return;
   try {
     const out = await api("/auth/refresh", { method: "POST", token });
-    if (auth.token === token) remember(out);
+    if (auth.token === token) {
+      remember(out);
+      // the open socket would close when the old token expires: hand it the fresh one
+      if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify({ type: "auth", token: out.token }));
+    }
   } catch (err) {
     if (auth.token !== token) return; // signed in again meanwhile
     if (err.status === 401) {
@@ -776,7 +790,7 @@ async function refreshToken() {
 
 // The token stopped working (expired, or the service's key changed): back to the join screen.
 function signedOut(message) {
-  if (!state.stopped) leaveRoom();
+  if (!state.stopped) closeRoom();
   forget();
   showJoinError(message);
 }
@@ -924,6 +938,7 @@ async function enterRoom(room) {
   Object.assign(state, { room, name, cursor: null, stopped: false, attempt: 0, lostAt: null });
   state.seen.clear();
   state.seenMsg.clear();
+  state.answered.clear();
   state.pending.clear();
   state.live.clear();
   state.members = new Set([name]);
@@ -936,7 +951,20 @@ async function enterRoom(room) {
   $("composer-text").focus();
 }
 
+// "Leave the room": out of its members (DELETE /rooms/{room}/members/{me}), then back to the
+// picker. A public room, or one this person is still invited to, can be joined again.
 function leaveRoom() {
+  const room = state.room;
+  if (room && auth.name && auth.token) {
+    api(`/rooms/${encodeURIComponent(room)}/members/${encodeURIComponent(auth.name)}`, { method: "DELETE" }).catch(() => {
+      // not a member any more, or unreachable: leaving the page's room view is what matters
+    });
+  }
+  closeRoom();
+}
+
+// Close the room view and its socket (the membership stays).
+function closeRoom() {
   state.stopped = true;
   clearTimeout(state.retryTimer);
   clearInterval(state.pingTimer);

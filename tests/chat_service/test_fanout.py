@@ -1,4 +1,4 @@
-"""The replica's fan-out hub: one multiplexed timeline read for every room, against real Redis."""
+"""The replica's fan-out: one multiplexed timeline read for every room, against real Redis."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import time
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
-from chat_service.hub import Hub, Subscriber, WireEntry
+from chat_service.fanout import Fanout
+from chat_service.hub import Hub, Subscriber
+from chat_service.protocol import WireEntry
 
 from llmchat import keys
 from llmchat.models import NewEntry, RoomCreate
@@ -20,14 +22,14 @@ from tests.support.procs import RedisServer
 @contextlib.asynccontextmanager
 async def _hub(
     redis_server: RedisServer, rooms: list[str], queue_limit: int
-) -> AsyncIterator[tuple[aioredis.Redis, Timeline, Hub]]:
-    """A Redis client, the rooms, a timeline and a hub, all closed afterwards."""
+) -> AsyncIterator[tuple[aioredis.Redis, Timeline, Fanout]]:
+    """A Redis client, the rooms, a timeline and a fan-out, all closed afterwards."""
     r = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     store = RoomStore(r)
     for name in rooms:
         await store.create(RoomCreate(name=name))
     tl = Timeline(r)
-    hub = Hub(redis_server.url, tl, queue_limit=queue_limit)
+    hub = Fanout(redis_server.url, tl, queue_limit=queue_limit)
     try:
         yield r, tl, hub
     finally:
@@ -99,3 +101,17 @@ async def test_leaving_and_rejoining_a_room_neither_repeats_nor_loses_entries(
         assert got == [e.id for e in after]  # only what came after the new subscription
         await asyncio.sleep(0.2)
         assert again.queue.empty()
+
+
+def test_the_hub_is_a_registry_of_subscribers_by_room() -> None:
+    hub = Hub(queue_limit=10)
+    a1, a2, b = hub.add("a"), hub.add("a"), hub.add("b")
+    assert hub.listened("a") and hub.listened("b") and not hub.listened("c")
+    hub.broadcast("a", ("live", "{}"))
+    hub.broadcast("c", ("live", "{}"))  # nobody listens: nothing happens
+    assert (a1.queue.qsize(), a2.queue.qsize(), b.queue.qsize()) == (1, 1, 0)
+    assert hub.stats() == {"rooms": 2, "subscribers": 3}
+    assert hub.remove(a1) is False  # a2 still listens
+    assert hub.remove(a2) is True and not hub.listened("a")
+    assert hub.remove(a2) is False  # already gone
+    assert hub.rooms == ["b"]
