@@ -4,20 +4,27 @@ between equal models?
 The suite starts a local system on free loopback ports (Redis, one chat-service, one model
 worker per model, the room's judge with its default settings) and then:
 
-1. asks every question of FILE to each contestant **directly** (its own chat template, no
-   room), to know which is better: the one with the higher direct accuracy (an answer is right
-   when it contains one of the question's ``any`` strings, as in ``llmchat bench answers``);
-2. per seed, a fresh room in ``all`` mode with both contestants, **the weaker one listed first**
-   (so it leads at the start, by room order: the hard case), and the questions in a seeded
-   order, one a round: each round both models answer, the judge scores the round, the ratings
-   move and the models' electors act on them. After each judged round the room's leader is
-   read from ``GET /rooms/{room}/leader``. A seed stops once the leader is *settled* (its lower
-   bound is above every other model's upper bound) or after ``--rounds`` judged rounds;
-3. the equal-models check: a room with two copies of one model (same weights and settings,
+1. asks every question of the pool (the first ``--pool`` questions of FILE) to each contestant
+   **directly** (its own chat template, no room), to know which is better: the one with the
+   higher direct accuracy (an answer is right when it contains one of the question's ``any``
+   strings, as in ``llmchat bench answers``);
+2. **one live room** in ``all`` mode with both contestants, **the weaker one listed first** (so
+   it leads at the start, by room order: the hard case): every question of the pool is asked,
+   one a round; both models answer in the room, the judge scores the round, the ratings move and
+   the models' electors act on them; the leader is read from ``GET /rooms/{room}/leader`` after
+   each judged round (shown as the ``live`` row);
+3. **the seeds replay those judged rounds**: seed ``s`` takes them in its own shuffled order and
+   folds them, one a round, into fresh ratings with the room's own functions
+   (``llmchat.ratings.update``, ``llmchat.election.should_hand_over``, the weaker model leading
+   first) until the leader is *settled* (its lower bound above every other model's upper bound)
+   or ``--rounds`` rounds have passed. Generating answers and verdicts once and reusing them is
+   what makes ten seeds affordable on 2 cores; it is honest because a round's verdict depends
+   only on its question and answers (the judge is greedy, the answers are what the room
+   produced), so what a seed varies is the order the room meets its questions in, which is what
+   decides how soon the better model leads. The live room checks that the running electors
+   follow the same rule;
+4. the equal-models check, live: a room with two copies of one model (same weights and settings,
    different sampling seeds) for ``--equal-rounds`` judged rounds, counting leader changes.
-
-Leadership follows the ratings without the wall-clock guard (``LLMCHAT_MIN_TENURE_S=0``), so
-rounds, not seconds, are counted; everything else is the room's default.
 
 Printed: per seed, the leader after each round and the round from which the better model led
 to the end; the equal-models changes; the last line ``better_model_leads <k>/<n> median_rounds
@@ -107,6 +114,43 @@ def rounds_to_lead(leaders: Sequence[str | None], better: str) -> int | None:
     while k > 0 and leaders[k - 1] == better:
         k -= 1
     return k + 1
+
+
+def replay(
+    rounds: Sequence[JudgedRound], order: Sequence[str], better: str, seed: int, max_rounds: int
+) -> SeedRun:
+    """One seed: the judged ``rounds`` in the seed's order, folded into fresh ratings with the
+    room's rating and election functions; ``order[0]`` leads first (pure)."""
+    from llmchat.election import ElectionPolicy, should_hand_over  # noqa: PLC0415
+    from llmchat.ratings import update  # noqa: PLC0415
+
+    run = SeedRun(seed=seed, room="replay", order=list(order))
+    shuffled = list(rounds)
+    random.Random(seed).shuffle(shuffled)
+    policy = ElectionPolicy(min_tenure_s=0.0)
+    ratings: dict[str, Rating] = {}
+    leader = order[0]
+    for r in shuffled[:max_rounds]:
+        ratings = update(ratings, {m: r.scores[m] for m in order if m in r.scores})
+        leader = (
+            should_hand_over(
+                leader=leader,
+                models=list(order),
+                ratings=ratings,
+                healthy=set(order),
+                tenure_s=float("inf"),
+                policy=policy,
+            )
+            or leader
+        )
+        run.rounds.append(r)
+        run.leaders.append(leader)
+        if settled(ratings, leader):
+            run.settled = True
+            break
+    run.ratings = {m: x.model_dump(exclude={"versus"}) for m, x in ratings.items()}
+    run.rounds_to_lead = rounds_to_lead(run.leaders, better)
+    return run
 
 
 @dataclass
@@ -245,38 +289,25 @@ def create_room(base: str, admin: str, room: str, models: Sequence[LocalModel]) 
         raise RuntimeError(f"could not create room {room}: {r.status_code} {r.text}")
 
 
-async def run_seed(  # noqa: PLR0917 - a few plain values
-    base: str,
-    admin: str,
-    run: SeedRun,
-    questions: Sequence[Question],
-    better: str,
-    max_rounds: int,
-) -> None:
+async def live_room(base: str, admin: str, run: SeedRun, questions: Sequence[Question]) -> None:
+    """Every question asked once in the live room, in order; the judged rounds and leaders."""
     room = Room(base, run.room, admin)
     await room.open()
-    order = list(questions)
-    random.Random(run.seed).shuffle(order)
     try:
-        for q in order:
-            if len(run.leaders) >= max_rounds:
-                break
+        for q in questions:
             judged = await room.round(q)
             if judged is None:
                 run.unjudged += 1
                 continue
             run.rounds.append(judged)
-            leader = room.leader()
-            run.leaders.append(leader)
-            console.print(f"  [dim]{run.room} round {len(run.leaders)}: leader {leader}[/]")
-            ratings = room.ratings()
-            if settled(ratings, leader):
-                run.settled = True
-                break
+            run.leaders.append(room.leader())
+            console.print(
+                f"  [dim]{run.room} round {len(run.leaders)}: leader {run.leaders[-1]}[/]"
+            )
         run.ratings = {m: r.model_dump(exclude={"versus"}) for m, r in room.ratings().items()}
+        run.settled = settled(room.ratings(), run.leaders[-1] if run.leaders else None)
     finally:
         await room.close()
-    run.rounds_to_lead = rounds_to_lead(run.leaders, better)
 
 
 def start_system(
@@ -323,6 +354,8 @@ class Outcome:
     equal_initial: str | None
     equal_changes: int
     agreement: Agreement | None = None
+    #: the live room whose judged rounds the seeds replay
+    live: SeedRun | None = None
 
     @property
     def led_within(self) -> int:
@@ -351,16 +384,17 @@ def report(o: Outcome, questions: Path) -> tuple[str, dict[str, Any]]:
         "better leads from",
         "settled",
     ]
+    shown = ([o.live] if o.live is not None else []) + o.seeds
     rows = [
         [
-            str(r.seed),
+            "live" if r is o.live else str(r.seed),
             " > ".join(r.order),
             " ".join((m or "-") for m in r.leaders),
             str(r.unjudged),
             str(r.rounds_to_lead) if r.rounds_to_lead is not None else "never",
             "yes" if r.settled else "no",
         ]
-        for r in o.seeds
+        for r in shown
     ]
     direct = ", ".join(f"{m} {a:.2f}" for m, a in o.direct.items())
     show_table(f"election: better model {o.better} (direct accuracy {direct})", headers, rows)
@@ -377,7 +411,7 @@ def report(o: Outcome, questions: Path) -> tuple[str, dict[str, Any]]:
         )
         same = ", ".join(f"{m} won {w}" for m, w in ag.same_wins.items())
         agree = (
-            "Judge against the truth (the questions' `any` strings) over all seeds' rounds: "
+            "Judge against the truth (the questions' `any` strings) over the live room's rounds: "
             f"{only}. Both right or both wrong ({ag.same_rounds} rounds): {same}, "
             f"{ag.same_ties} ties."
         )
@@ -393,6 +427,7 @@ def report(o: Outcome, questions: Path) -> tuple[str, dict[str, Any]]:
         "questions": str(questions),
         "better": o.better,
         "direct_accuracy": o.direct,
+        "live": asdict(o.live) if o.live is not None else None,
         "seeds": [asdict(r) for r in o.seeds],
         "equal": {
             "model": o.equal_model,
@@ -416,8 +451,9 @@ def run_suite(  # noqa: PLR0917 - one parameter per command-line option
     rounds: int,
     equal_rounds: int,
     out: Path,
+    pool: int | None = None,
 ) -> Outcome:
-    questions = load_questions(questions_path)
+    questions = load_questions(questions_path)[:pool]
     a = LocalModel(room_name(weak, "a"), backend_model=weak)
     b = LocalModel(room_name(strong, "b"), backend_model=strong)
     # which is better: direct accuracy on the same questions
@@ -431,22 +467,20 @@ def run_suite(  # noqa: PLR0917 - one parameter per command-line option
         LocalModel("twin-a", backend_model=equal_model),
         LocalModel("twin-b", backend_model=equal_model),
     ]
-    seed_rooms = [f"elect-{s}" for s in range(seeds)]
-    rooms = [*seed_rooms, "twins"] if equal_rounds else seed_rooms
+    rooms = ["elect", "twins"] if equal_rounds else ["elect"]
     with workdir() as wd, Procs(wd) as procs:
         base = start_system(
             procs,
-            [(a, seed_rooms, 1), (b, seed_rooms, 2)]
+            [(a, ["elect"], 1), (b, ["elect"], 2)]
             + ([(twins[0], ["twins"], 11), (twins[1], ["twins"], 12)] if equal_rounds else []),
             rooms,
         )
-        runs = []
-        for s, room in enumerate(seed_rooms):
-            create_room(base, procs.admin_token, room, [worse, better])
-            run = SeedRun(seed=s, room=room, order=[worse.name, better.name])
-            console.print(f"[bold]seed {s}[/]: room {room}, {worse.name} listed first")
-            asyncio.run(run_seed(base, procs.admin_token, run, questions, better.name, rounds))
-            runs.append(run)
+        create_room(base, procs.admin_token, "elect", [worse, better])
+        live = SeedRun(seed=-1, room="elect", order=[worse.name, better.name])
+        console.print(f"[bold]live room[/]: {len(questions)} questions, {worse.name} listed first")
+        asyncio.run(live_room(base, procs.admin_token, live, questions))
+        live.rounds_to_lead = rounds_to_lead(live.leaders, better.name)
+        runs = [replay(live.rounds, live.order, better.name, s, rounds) for s in range(seeds)]
         equal_leaders: list[str | None] = []
         initial: str | None = None
         if equal_rounds:
@@ -456,7 +490,8 @@ def run_suite(  # noqa: PLR0917 - one parameter per command-line option
             asyncio.run(_equal(base, procs.admin_token, twin_run, questions, equal_rounds))
             equal_leaders = twin_run.leaders
     outcome = Outcome(
-        agreement=agreement([r for run in runs for r in run.rounds], b.name, a.name),
+        agreement=agreement(live.rounds, b.name, a.name),
+        live=live,
         better=better.name,
         direct=direct,
         seeds=runs,
@@ -523,7 +558,13 @@ def register(app: typer.Typer) -> None:
         equal_model: Annotated[
             str, typer.Option(help="The model of the equal-models check.")
         ] = "smollm2-135m",
-        seeds: Annotated[int, typer.Option(min=1, max=100, help="Rooms (seeds).")] = 10,
+        seeds: Annotated[
+            int, typer.Option(min=1, max=1000, help="Seeds (orders of the judged rounds).")
+        ] = 10,
+        pool: Annotated[
+            int,
+            typer.Option(min=2, max=1000, help="Questions asked in the live room (the first N)."),
+        ] = 30,
         rounds: Annotated[
             int, typer.Option(min=1, max=200, help="Most judged rounds per seed.")
         ] = 15,
@@ -544,6 +585,7 @@ def register(app: typer.Typer) -> None:
                 rounds,
                 equal_rounds,
                 out or default_out("election"),
+                pool,
             )
         except QuestionFileError as exc:
             raise typer.BadParameter(str(exc), param_hint="--questions") from exc

@@ -12,6 +12,7 @@ from llmchat.bench.election import (
     JudgedRound,
     agreement,
     leader_changes,
+    replay,
     room_name,
     rounds_to_lead,
     settled,
@@ -213,3 +214,31 @@ def test_agreement_splits_the_judge_against_the_truth() -> None:
     ag = agreement(rounds, "q", "s")
     assert ag.only_right == {"q": (1, 2), "s": (1, 1)}
     assert ag.same_wins == {"q": 1, "s": 1} and ag.same_ties == 1 and ag.same_rounds == 3
+
+
+def test_a_seed_replays_the_judged_rounds_in_its_own_order_with_the_room_rules() -> None:
+    def rnd(i: int, weak: float, strong: float) -> JudgedRound:
+        return JudgedRound(q=f"q{i}", scores={"w": weak, "s": strong}, right={}, answers={})
+
+    # the stronger model wins 8 of 10 rounds, the weaker 2
+    rounds = [rnd(i, 2, 9) for i in range(8)] + [rnd(8, 9, 2), rnd(9, 9, 2)]
+    runs = [replay(rounds, ["w", "s"], "s", seed, 10) for seed in range(5)]
+    orders = {tuple(r.q for r in run.rounds) for run in runs}
+    assert len(orders) > 1  # the seeds differ in the order of the rounds
+    for run in runs:
+        assert run.order == ["w", "s"] and len(run.leaders) == len(run.rounds) <= 10
+        assert run.leaders[0] == "w" or run.leaders[0] == "s"
+        # the leader changes only when the challenger is better with confidence (never back)
+        assert leader_changes(run.leaders, "w") <= 1
+        assert run.rounds_to_lead is not None and run.rounds_to_lead == rounds_to_lead(
+            run.leaders, "s"
+        )
+        assert run.settled == settled(
+            {m: Rating.model_validate(v) for m, v in run.ratings.items()}, run.leaders[-1]
+        )
+    # equal models (each wins half) never hand over in a replay either
+    even = [rnd(i, 9, 2) if i % 2 else rnd(i, 2, 9) for i in range(30)]
+    assert all(
+        leader_changes(replay(even, ["w", "s"], "s", seed, 30).leaders, "w") == 0
+        for seed in range(5)
+    )

@@ -106,7 +106,8 @@ def test_judge_quick(tmp_path: Path) -> None:
 @pytest.mark.model
 @pytest.mark.slow
 def test_election_quick(tmp_path: Path) -> None:
-    """One seed of two judged rounds and two rounds of the equal-models check, end to end."""
+    """A live room of three questions, two seeds replaying its judged rounds (two each) and two
+    rounds of the equal-models check, end to end."""
     from llmchat.bench.election import run_suite
 
     questions = tmp_path / "q.jsonl"
@@ -116,11 +117,15 @@ def test_election_quick(tmp_path: Path) -> None:
         '{"q": "Name a primary colour.", "any": ["red", "blue", "yellow"]}\n'
     )
     outcome = run_suite(
-        questions, "qwen2.5-coder-0.5b", "smollm2-135m", "smollm2-135m", 1, 2, 2, tmp_path / "o"
+        questions, "qwen2.5-coder-0.5b", "smollm2-135m", "smollm2-135m", 2, 2, 2, tmp_path / "o"
     )
     data = _read(tmp_path / "o")
-    (seed,) = data["seeds"]
+    live = data["live"]
+    assert len(live["leaders"]) + live["unjudged"] == 3 and all(live["leaders"])
+    assert len(data["seeds"]) == 2
+    seed = data["seeds"][0]
     assert 1 <= len(seed["leaders"]) <= 2 and all(seed["leaders"])
+    assert {r["q"] for r in seed["rounds"]} <= {r["q"] for r in live["rounds"]}
     assert set(seed["ratings"]) == set(seed["order"])
     assert all(r["low"] <= r["rating"] <= r["high"] for r in seed["ratings"].values())
     assert len(data["equal"]["leaders"]) == 2
