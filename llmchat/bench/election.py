@@ -16,13 +16,13 @@ worker per model, the room's judge with its default settings) and then:
 3. **the seeds replay those judged rounds**: seed ``s`` takes them in its own shuffled order and
    folds them, one a round, into fresh ratings with the room's own functions
    (``llmchat.ratings.update``, ``llmchat.election.should_hand_over``, the weaker model leading
-   first) until the leader is *settled* (its lower bound above every other model's upper bound)
-   or ``--rounds`` rounds have passed. Generating answers and verdicts once and reusing them is
-   what makes ten seeds affordable on 2 cores; it is honest because a round's verdict depends
-   only on its question and answers (the judge is greedy, the answers are what the room
-   produced), so what a seed varies is the order the room meets its questions in, which is what
-   decides how soon the better model leads. The live room checks that the running electors
-   follow the same rule;
+   first) for ``--rounds`` rounds (whether the leader is then *settled*, its lower bound above
+   every other model's upper bound, is shown). Generating answers and verdicts once and
+   reusing them is what makes ten seeds affordable on 2 cores; it is honest because a round's
+   verdict depends only on its question and answers (the judge is greedy, the answers are what
+   the room produced), so what a seed varies is the order the room meets its questions in,
+   which is what decides how soon the better model leads. The live room checks that the
+   running electors follow the same rule;
 4. the equal-models check, live: a room with two copies of one model (same weights and settings,
    different sampling seeds) for ``--equal-rounds`` judged rounds, counting leader changes.
 
@@ -145,9 +145,9 @@ def replay(
         )
         run.rounds.append(r)
         run.leaders.append(leader)
-        if settled(ratings, leader):
-            run.settled = True
-            break
+    # no stop once settled: a settled leader can still be overtaken later, and replayed
+    # rounds cost nothing
+    run.settled = settled(ratings, leader)
     run.ratings = {m: x.model_dump(exclude={"versus"}) for m, x in ratings.items()}
     run.rounds_to_lead = rounds_to_lead(run.leaders, better)
     return run
@@ -566,7 +566,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(min=2, max=1000, help="Questions asked in the live room (the first N)."),
         ] = 30,
         rounds: Annotated[
-            int, typer.Option(min=1, max=200, help="Most judged rounds per seed.")
+            int, typer.Option(min=1, max=200, help="Judged rounds each seed replays.")
         ] = 15,
         equal_rounds: Annotated[
             int, typer.Option(min=0, max=500, help="Judged rounds of the equal-models check.")
