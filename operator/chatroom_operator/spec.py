@@ -60,6 +60,8 @@ class ModelSpec(_Spec):
 class JudgeSpec(_Spec):
     provider: Literal["local", "gemini"] = "local"
     model: str = ""
+    #: how verdicts are made (None: the judge's default for its provider)
+    method: Literal["reference", "grade", "pairwise", "rubric"] | None = None
     replicas: int = 2
     secret_ref: SecretRef | None = None
     resources: Resources = Field(default_factory=Resources)
