@@ -39,8 +39,8 @@ class LocalScorer(Scorer):
     def __init__(
         self, model: str = "smollm2-135m", n_ctx: int = 4096, max_tokens: int = 96
     ) -> None:
-        from model_worker.backends.llamacpp import LlamaModel  # noqa: PLC0415 - heavy import
-        from model_worker.models_registry import resolve_model  # noqa: PLC0415
+        from llmchat.llm.backends.llamacpp import LlamaModel  # noqa: PLC0415 - heavy import
+        from llmchat.llm.models_registry import resolve_model  # noqa: PLC0415
 
         self.name = f"local:{model}"
         self._model = LlamaModel(resolve_model(model), n_ctx=n_ctx)

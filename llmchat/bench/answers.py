@@ -265,10 +265,11 @@ async def ask_direct(
     models: list[LocalModel], questions: list[Question], results: dict[str, Any], seed: int
 ) -> None:
     """Every question to every model's backend directly, with its own chat template."""
-    from model_worker.backends import BackendSpec, create_backend  # noqa: PLC0415
-    from model_worker.backends.base import ChatMessage  # noqa: PLC0415
     from model_worker.main import backend_options  # noqa: PLC0415
     from model_worker.settings import WorkerSettings  # noqa: PLC0415
+
+    from llmchat.llm.backends import BackendSpec, create_backend  # noqa: PLC0415
+    from llmchat.llm.backends.base import ChatMessage  # noqa: PLC0415
 
     with progress() as bar:
         task = bar.add_task("directly", total=len(questions) * len(models))

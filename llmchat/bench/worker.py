@@ -127,10 +127,10 @@ async def _direct_run(backend: Any, messages: Any, stop: list[str], max_tokens: 
 async def _bench(
     base: str, redis_url: str, token: str, reps: int, max_tokens: int
 ) -> dict[str, Any]:
-    from model_worker.backends.llamacpp import LlamaCppBackend  # noqa: PLC0415
     from model_worker.prompt import build_prompt, stop_sequences  # noqa: PLC0415
     from model_worker.settings import WorkerSettings  # noqa: PLC0415
 
+    from llmchat.llm.backends.llamacpp import LlamaCppBackend  # noqa: PLC0415
     from llmchat.models import Entry  # noqa: PLC0415 - heavy imports only when running
 
     defaults = WorkerSettings(redis_url=redis_url, rooms=["x"])

@@ -22,6 +22,15 @@ from llmchat.ids import parse_stream_id, server_msg_id
 from llmchat.keys import LEADER_QUEUE
 from llmchat.lease import LeaseTimings
 from llmchat.lease_select import make_lease
+from llmchat.llm.backends.base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    ChatMessage,
+    Generation,
+    GenerationTimeout,
+    ModelNotFound,
+)
 from llmchat.logs import get_logger
 from llmchat.models import EntryKind, NewEntry, RoomCreate
 from llmchat.redact import redact_url
@@ -32,15 +41,6 @@ from llmchat.tasks import stop_task, stop_tasks
 from llmchat.timeline import MessageIdConflictError, Timeline
 from model_worker import metrics
 from model_worker.affinity import Affinity
-from model_worker.backends.base import (
-    Backend,
-    BackendError,
-    BackendUnavailable,
-    ChatMessage,
-    Generation,
-    GenerationTimeout,
-    ModelNotFound,
-)
 from model_worker.elector import Elector
 from model_worker.jobs import Job, JobQueue, Stream
 from model_worker.prompt import (

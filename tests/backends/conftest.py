@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi import FastAPI
-from model_worker.backends.base import BackendError
-from model_worker.backends.llamacpp import LlamaModel
-from model_worker.models_registry import DEFAULT_MODEL, resolve_model
+
+from llmchat.llm.backends.base import BackendError
+from llmchat.llm.backends.llamacpp import LlamaModel
+from llmchat.llm.models_registry import DEFAULT_MODEL, resolve_model
 
 from . import gemini_server, ollama_server
 from .serving import ServerThread

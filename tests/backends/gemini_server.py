@@ -30,8 +30,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from model_worker.backends.base import ChatMessage
-from model_worker.backends.llamacpp import LlamaCppBackend, LlamaModel
+
+from llmchat.llm.backends.base import ChatMessage
+from llmchat.llm.backends.llamacpp import LlamaCppBackend, LlamaModel
 
 VERSIONS = ("v1beta", "v1")
 TEST_API_KEY = "test-key-0123456789-SECRET"

@@ -24,8 +24,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from model_worker.backends.base import ChatMessage
-from model_worker.backends.llamacpp import LlamaCppBackend, LlamaModel
+
+from llmchat.llm.backends.base import ChatMessage
+from llmchat.llm.backends.llamacpp import LlamaCppBackend, LlamaModel
 
 OLLAMA_VERSION = "0.6.8"
 DEFAULT_NAME = "smollm2:135m"
@@ -179,7 +180,8 @@ def main() -> None:  # pragma: no cover - manual use
     import argparse
 
     import uvicorn
-    from model_worker.models_registry import resolve_model
+
+    from llmchat.llm.models_registry import resolve_model
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=11434)

@@ -10,7 +10,9 @@ import pytest
 from fastapi import FastAPI
 from google import genai
 from google.genai import types
-from model_worker.backends import (
+from pydantic import SecretStr
+
+from llmchat.llm.backends import (
     BackendError,
     BackendSpec,
     BackendUnavailable,
@@ -20,8 +22,7 @@ from model_worker.backends import (
     RetryPolicy,
     create_backend,
 )
-from model_worker.backends.gemini import GeminiBackend
-from pydantic import SecretStr
+from llmchat.llm.backends.gemini import GeminiBackend
 
 from .gemini_server import TEST_API_KEY as GEMINI_TEST_KEY
 from .serving import closed_port

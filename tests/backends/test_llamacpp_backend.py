@@ -6,8 +6,9 @@ import asyncio
 import time
 
 import pytest
-from model_worker.backends import BackendSpec, ChatMessage, GenerationTimeout, create_backend
-from model_worker.backends.llamacpp import LlamaCppBackend, LlamaModel
+
+from llmchat.llm.backends import BackendSpec, ChatMessage, GenerationTimeout, create_backend
+from llmchat.llm.backends.llamacpp import LlamaCppBackend, LlamaModel
 
 pytestmark = pytest.mark.model
 

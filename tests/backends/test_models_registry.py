@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from model_worker.backends import ModelChecksumError, ModelNotFound
-from model_worker.models_registry import (
+
+from llmchat.llm.backends import ModelChecksumError, ModelNotFound
+from llmchat.llm.models_registry import (
     DEFAULT_MODEL,
     REGISTRY,
     PackagedFile,

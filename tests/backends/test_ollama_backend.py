@@ -7,7 +7,8 @@ import time
 
 import ollama
 import pytest
-from model_worker.backends import (
+
+from llmchat.llm.backends import (
     BackendSpec,
     BackendUnavailable,
     ChatMessage,
@@ -15,7 +16,7 @@ from model_worker.backends import (
     RetryPolicy,
     create_backend,
 )
-from model_worker.backends.ollama import OllamaBackend
+from llmchat.llm.backends.ollama import OllamaBackend
 
 from .serving import closed_port
 

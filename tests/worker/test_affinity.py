@@ -7,12 +7,12 @@ import itertools
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
-from model_worker.backends.base import Backend, ChatMessage, Generation, estimate_tokens
 from model_worker.main import backend_options
 from model_worker.prompt import build_prompt, flatten
 from model_worker.settings import WorkerSettings
 from model_worker.worker import Worker
 
+from llmchat.llm.backends.base import Backend, ChatMessage, Generation, estimate_tokens
 from llmchat.models import Entry, EntryKind, NewEntry, RoomCreate
 from llmchat.rooms import RoomStore
 from llmchat.router import Router

@@ -9,12 +9,12 @@ import json
 from collections.abc import AsyncIterator, Callable
 
 import redis.asyncio as aioredis
-from model_worker.backends.base import Backend, ChatMessage, Generation, estimate_tokens
 from model_worker.prompt import message_alone, repeats_the_window
 from model_worker.settings import WorkerSettings
 from model_worker.worker import Worker
 
 from llmchat import keys
+from llmchat.llm.backends.base import Backend, ChatMessage, Generation, estimate_tokens
 from llmchat.models import Entry, EntryKind, NewEntry, RoomCreate
 from llmchat.rooms import RoomStore
 from llmchat.router import Router

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from model_worker.backends.base import estimate_tokens
 from model_worker.prompt import (
     build_prompt,
     clean_answer,
@@ -12,6 +11,7 @@ from model_worker.prompt import (
     stop_sequences,
 )
 
+from llmchat.llm.backends.base import estimate_tokens
 from llmchat.models import Entry, EntryKind
 
 

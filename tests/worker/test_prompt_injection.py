@@ -6,15 +6,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from model_worker.backends.base import estimate_tokens
-from model_worker.prompt import (
-    CONTINUATION,
-    TURN_OVERHEAD,
-    build_prompt,
-    defang_special_tokens,
-    flatten,
-)
+from model_worker.prompt import TURN_OVERHEAD, build_prompt, flatten
 
+from llmchat.llm.backends.base import estimate_tokens
+from llmchat.llm.text import CONTINUATION, defang_special_tokens
 from llmchat.models import Entry, EntryKind
 
 #: (hostile human message, fragments that must appear in alice's rendered message, defanged)
@@ -175,8 +170,8 @@ def test_a_truncated_newest_message_keeps_its_author() -> None:
 def test_smollm2_tokenizer_sees_no_special_token_in_the_built_prompt() -> None:
     """With the real tokenizer and special tokens enabled (as llama.cpp tokenizes a templated
     chat prompt), the hostile text yields ChatML control tokens raw, and none once built."""
-    from model_worker.backends.llamacpp import LlamaModel
-    from model_worker.models_registry import DEFAULT_MODEL, resolve_model
+    from llmchat.llm.backends.llamacpp import LlamaModel
+    from llmchat.llm.models_registry import DEFAULT_MODEL, resolve_model
 
     model = LlamaModel(resolve_model(DEFAULT_MODEL), n_ctx=512)
     try:

@@ -17,9 +17,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from judge.scorers import GeminiScorer
 from judge.settings import JudgeSettings
-from model_worker.backends import BackendSpec, create_backend
 from model_worker.settings import WorkerSettings
 
+from llmchat.llm.backends import BackendSpec, create_backend
 from llmchat.models import NewEntry, RoomCreate, RoomMode, RoomModel
 from llmchat.redact import redact_url
 from llmchat.rooms import RoomStore

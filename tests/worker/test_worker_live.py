@@ -7,10 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from model_worker.backends.base import ChatMessage
 from model_worker.prompt import flatten
 
 from llmchat.client import RoomClient
+from llmchat.llm.backends.base import ChatMessage
 from tests.support.api import all_entries, make_room
 from tests.support.auth import token
 from tests.support.procs import ChatService, ModelWorker

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
-from model_worker.backends.llamacpp import LlamaModel
-from model_worker.models_registry import DEFAULT_MODEL, resolve_model
 
 from llmchat.client import RoomClient
+from llmchat.llm.backends.llamacpp import LlamaModel
+from llmchat.llm.models_registry import DEFAULT_MODEL, resolve_model
 from tests.backends import ollama_server
 from tests.backends.serving import ServerThread, closed_port
 from tests.support.api import all_entries, make_room

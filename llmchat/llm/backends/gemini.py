@@ -22,7 +22,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from model_worker.backends.base import (
+from llmchat.llm.backends.base import (
     Backend,
     BackendError,
     BackendUnavailable,

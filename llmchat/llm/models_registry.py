@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from model_worker.backends.base import ModelChecksumError, ModelNotFound
+from llmchat.llm.backends.base import ModelChecksumError, ModelNotFound
 
 logger = logging.getLogger(__name__)
 

@@ -27,14 +27,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from model_worker.backends.base import (
+from llmchat.llm.backends.base import (
     Backend,
     BackendError,
     ChatMessage,
     Generation,
     GenerationTimeout,
 )
-from model_worker.models_registry import DEFAULT_MODEL, resolve_model
+from llmchat.llm.models_registry import DEFAULT_MODEL, resolve_model
 
 logger = logging.getLogger(__name__)
 

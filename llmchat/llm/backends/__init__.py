@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from model_worker.backends.base import (
+from llmchat.llm.backends.base import (
     Backend,
     BackendError,
     BackendUnavailable,
@@ -66,11 +66,11 @@ def create_backend(spec: BackendSpec) -> Backend:
     attempts = options.pop("retry_attempts", None)
     retry = RetryPolicy(attempts=int(attempts)) if attempts is not None else None
     if spec.kind == "llamacpp":
-        from model_worker.backends.llamacpp import LlamaCppBackend  # noqa: PLC0415
+        from llmchat.llm.backends.llamacpp import LlamaCppBackend  # noqa: PLC0415
 
         return LlamaCppBackend(spec.model, **options)
     if spec.kind == "ollama":
-        from model_worker.backends.ollama import DEFAULT_HOST, OllamaBackend  # noqa: PLC0415
+        from llmchat.llm.backends.ollama import DEFAULT_HOST, OllamaBackend  # noqa: PLC0415
 
         keep_alive = options.pop("keep_alive", "10m")
         return OllamaBackend(
@@ -81,7 +81,7 @@ def create_backend(spec: BackendSpec) -> Backend:
             retry=retry,
         )
     if spec.kind == "gemini":
-        from model_worker.backends.gemini import GeminiBackend  # noqa: PLC0415
+        from llmchat.llm.backends.gemini import GeminiBackend  # noqa: PLC0415
 
         if spec.api_key is None or not spec.api_key.get_secret_value():
             raise BackendError("gemini backend needs an api_key", backend="gemini")

@@ -20,7 +20,7 @@ from typing import Any, cast
 import httpx
 import ollama
 
-from model_worker.backends.base import (
+from llmchat.llm.backends.base import (
     Backend,
     BackendError,
     BackendUnavailable,
