@@ -3,11 +3,11 @@
 * the library (``llmchat``, without its tools) imports no service and no tool;
 * a service (``chat_service``, ``model_worker``, ``judge``, ``chatroom_operator``) imports the
   library and itself, never another service;
-* the tools (the ``llmchat`` command, benches, local supervisor, dev cluster, clients) sit on
-  top and may import anything.
+* the tools (``llmchat_tools``: the ``llmchat`` command, benches, local supervisor, dev
+  cluster, clients) sit on top and may import anything; nothing imports them.
 
-The tools still live inside the ``llmchat`` package (``TOOLS`` names them); they are the only
-part of it allowed to import a service.
+One doorway is allowed: ``llmchat/__main__.py`` runs the command (``python -m llmchat``); no
+module imports it.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ SERVICES = {
     "chatroom_operator": ROOT / "operator" / "chatroom_operator",
 }
 LIBRARY = ROOT / "llmchat"
-#: The tools inside the llmchat package (modules and subpackages, relative to it; `python -m
-#: llmchat` is the command).
-TOOLS = ("cli", "bench", "local", "devcluster", "client.py", "chat_cli.py", "__main__.py")
+TOOLS = ROOT / "llmchat-tools" / "llmchat_tools"
+DOORWAY = LIBRARY / "__main__.py"
 
 
 def imported(path: Path) -> set[str]:
@@ -41,26 +40,17 @@ def imported(path: Path) -> set[str]:
     return names
 
 
-def is_tool(path: Path) -> bool:
-    rel = path.relative_to(LIBRARY).parts
-    return rel[0] in TOOLS
-
-
 def library_modules() -> list[Path]:
-    return sorted(p for p in LIBRARY.rglob("*.py") if not is_tool(p))
+    return sorted(p for p in LIBRARY.rglob("*.py") if p != DOORWAY)
 
 
 def forbidden_for_library(names: set[str]) -> list[str]:
-    tools = {f"llmchat.{t.removesuffix('.py')}" for t in TOOLS}
-    return sorted(
-        n
-        for n in names
-        if n.split(".")[0] in SERVICES or any(n == t or n.startswith(t + ".") for t in tools)
-    )
+    return sorted(n for n in names if n.split(".")[0] in {*SERVICES, "llmchat_tools"})
 
 
 def forbidden_for_service(service: str, names: set[str]) -> list[str]:
-    return sorted(n for n in names if n.split(".")[0] in set(SERVICES) - {service})
+    others = set(SERVICES) - {service}
+    return sorted(n for n in names if n.split(".")[0] in {*others, "llmchat_tools"})
 
 
 @pytest.mark.parametrize("path", library_modules(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -86,16 +76,32 @@ def test_the_rules_catch_a_forbidden_import(tmp_path: Path) -> None:
         "def f() -> None:\n"
         "    from model_worker.prompt import build_prompt\n"
         "    import judge.rubric\n"
-        "    from llmchat.bench import answers\n"
+        "    from llmchat_tools.bench import answers\n"
     )
     names = imported(src)
-    assert forbidden_for_library(names) == ["judge.rubric", "llmchat.bench", "model_worker.prompt"]
-    assert forbidden_for_service("judge", names) == ["model_worker.prompt"]
-    assert forbidden_for_service("model_worker", names) == ["judge.rubric"]
+    assert forbidden_for_library(names) == [
+        "judge.rubric",
+        "llmchat_tools.bench",
+        "model_worker.prompt",
+    ]
+    assert forbidden_for_service("judge", names) == ["llmchat_tools.bench", "model_worker.prompt"]
+    assert forbidden_for_service("model_worker", names) == ["judge.rubric", "llmchat_tools.bench"]
+
+
+def test_nothing_imports_the_tools_but_the_tools_and_the_doorway() -> None:
+    outside = [
+        p
+        for folder in (LIBRARY, *SERVICES.values())
+        for p in folder.rglob("*.py")
+        if p != DOORWAY and any(n.split(".")[0] == "llmchat_tools" for n in imported(p))
+    ]
+    assert outside == []
+    assert "llmchat_tools.cli" in imported(DOORWAY)
 
 
 def test_every_module_is_covered() -> None:
     """A new folder of the library or a service is not silently outside the rules."""
-    assert len(library_modules()) > 30
+    assert len(library_modules()) > 25
+    assert any(TOOLS.rglob("*.py"))
     for service, folder in SERVICES.items():
         assert any(folder.rglob("*.py")), service

@@ -17,9 +17,9 @@ import yaml
 from chatroom_operator import builders
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from llmchat_tools.cli.chaos import ChaosError, kill_pods
+from llmchat_tools.devcluster import ClusterHandle
 
-from llmchat.cli.chaos import ChaosError, kill_pods
-from llmchat.devcluster import ClusterHandle
 from tests.chaos.conftest import CHAOS_DIR, Tool, in_namespace
 
 pytestmark = pytest.mark.k8s

@@ -10,9 +10,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 import websockets
+from llmchat_tools.client import RoomClient
 from websockets.exceptions import ConnectionClosed
 
-from llmchat.client import RoomClient
 from tests.support.api import all_entries, join, make_room
 from tests.support.auth import admin_headers, headers, token
 from tests.support.procs import ChatService

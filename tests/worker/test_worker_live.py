@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from llmchat_tools.client import RoomClient
 from model_worker.prompt import flatten
 
-from llmchat.client import RoomClient
 from llmchat.llm.backends.base import ChatMessage
 from tests.support.api import all_entries, make_room
 from tests.support.auth import token

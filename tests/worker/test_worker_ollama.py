@@ -11,8 +11,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
+from llmchat_tools.client import RoomClient
 
-from llmchat.client import RoomClient
 from llmchat.llm.backends.llamacpp import LlamaModel
 from llmchat.llm.models_registry import DEFAULT_MODEL, resolve_model
 from tests.backends import ollama_server

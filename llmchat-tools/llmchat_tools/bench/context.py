@@ -24,7 +24,7 @@ import typer
 import websockets
 
 from llmchat.auth import authorization
-from llmchat.bench._common import (
+from llmchat_tools.bench._common import (
     Procs,
     console,
     default_out,

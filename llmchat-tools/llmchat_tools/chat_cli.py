@@ -2,7 +2,7 @@
 
 It prints the room's recent history and then every new entry (people, models, the judge's
 verdicts, system notes), shows the models' answers while they are being written, and posts each
-line read from standard input. It rides on :class:`llmchat.client.RoomClient`, so a lost
+line read from standard input. It rides on :class:`llmchat_tools.client.RoomClient`, so a lost
 connection resumes from the last cursor (on the next ``--url`` when several are given) and a
 line typed meanwhile is re-sent with the same id until the service acknowledges it.
 Ctrl-D (end of input), ``/quit`` or Ctrl-C leave.
@@ -30,8 +30,8 @@ from rich.live import Live
 from rich.text import Text
 
 from llmchat.auth import authorization
-from llmchat.client import ClientError, RoomClient
 from llmchat.tasks import stop_task
+from llmchat_tools.client import ClientError, RoomClient
 
 KIND_STYLE = {
     "human": "bold cyan",

@@ -35,11 +35,11 @@ from rich.progress import (
 from rich.table import Table
 
 from llmchat.auth import authorization
-from llmchat.local.credentials import UNLIMITED_ENV, LocalCredentials
+from llmchat_tools.local.credentials import UNLIMITED_ENV, LocalCredentials
 
 console = Console()
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def default_out(suite: str) -> Path:

@@ -19,7 +19,10 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
-from llmchat.bench.scenarios_faults import (
+from llmchat.ids import parse_stream_id
+from llmchat.redis_conn import create_redis
+from llmchat.timeline import Timeline
+from llmchat_tools.bench.scenarios_faults import (
     MODEL_CRASH,
     REPLICA_CRASH,
     STORM,
@@ -28,7 +31,7 @@ from llmchat.bench.scenarios_faults import (
     kill_busiest_replica,
     kill_leader_worker,
 )
-from llmchat.bench.scenarios_measures import (
+from llmchat_tools.bench.scenarios_measures import (
     Integrity,
     Summary,
     answer_meta,
@@ -38,11 +41,8 @@ from llmchat.bench.scenarios_measures import (
     replica_recovery,
     storm_recovery,
 )
-from llmchat.bench.scenarios_system import LocalSystem, LocalSystemError
-from llmchat.client import RoomClient
-from llmchat.ids import parse_stream_id
-from llmchat.redis_conn import create_redis
-from llmchat.timeline import Timeline
+from llmchat_tools.bench.scenarios_system import LocalSystem, LocalSystemError
+from llmchat_tools.client import RoomClient
 
 #: (description, scenarios done as a fraction, e.g. 2.4 = the third scenario 40% through)
 Progress = Callable[[str, float], None]

@@ -233,9 +233,9 @@ def up(
     """
     import asyncio
 
-    from llmchat.local.up import DEFAULT_MODELS, UpConfig, parse_model, run_up
     from llmchat.logs import configure_logging
     from llmchat.models import RoomCreate, RoomMode
+    from llmchat_tools.local.up import DEFAULT_MODELS, UpConfig, parse_model, run_up
 
     try:
         models = [parse_model(m) for m in model] if model else list(DEFAULT_MODELS)
@@ -289,7 +289,7 @@ def chat(
     """
     import getpass
 
-    from llmchat.chat_cli import run_chat
+    from llmchat_tools.chat_cli import run_chat
 
     who = name or (None if token else getpass.getuser())
     raise typer.Exit(run_chat(url or ["http://127.0.0.1:8000"], room, who, token))
@@ -297,9 +297,9 @@ def chat(
 
 # Sub-command groups that live in their own modules (registered when present).
 for _module, _name in (
-    ("llmchat.cli.dev", "dev"),
-    ("llmchat.bench", "bench"),
-    ("llmchat.cli.chaos", "chaos"),
+    ("llmchat_tools.cli.dev", "dev"),
+    ("llmchat_tools.bench", "bench"),
+    ("llmchat_tools.cli.chaos", "chaos"),
 ):
     try:
         _sub = importlib.import_module(_module)

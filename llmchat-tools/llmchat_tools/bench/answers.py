@@ -16,7 +16,8 @@ It *speaks for someone else* when a line of it opens as another participant or a
 (``bob: ...``, ``User: ...``) or it starts with its own name: what users must never see.
 
 FILE is JSON Lines, one question a line: ``{"q": "What is the capital of France?", "any":
-["paris"]}``; blank lines are skipped. The committed set is ``llmchat/bench/data/questions.jsonl``.
+["paris"]}``; blank lines are skipped. The committed set is ``data/questions.jsonl`` beside this
+module.
 
 Without ``--room-url`` the suite starts the default local room (``llmchat up``'s models and
 settings: Redis, one chat-service, one worker per model; no judge, it is not needed) on free
@@ -44,7 +45,7 @@ import httpx
 import typer
 
 from llmchat.auth import authorization
-from llmchat.bench._common import (
+from llmchat_tools.bench._common import (
     Procs,
     console,
     default_out,
@@ -57,8 +58,8 @@ from llmchat.bench._common import (
     workdir,
     write_results,
 )
-from llmchat.client import RoomClient
-from llmchat.local.up import (
+from llmchat_tools.client import RoomClient
+from llmchat_tools.local.up import (
     DEFAULT_MODELS,
     LocalModel,
     UpConfig,

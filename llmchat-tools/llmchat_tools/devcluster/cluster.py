@@ -26,10 +26,10 @@ from typing import Any, Protocol
 
 import yaml
 
-from llmchat.devcluster import kwok
-from llmchat.devcluster.binaries import Binaries, find_binaries, read_versions
-from llmchat.devcluster.certs import CertPair, ClusterCerts, generate_cluster_certs
-from llmchat.devcluster.process import ManagedProcess, free_port
+from llmchat_tools.devcluster import kwok
+from llmchat_tools.devcluster.binaries import Binaries, find_binaries, read_versions
+from llmchat_tools.devcluster.certs import CertPair, ClusterCerts, generate_cluster_certs
+from llmchat_tools.devcluster.process import ManagedProcess, free_port
 
 logger = logging.getLogger(__name__)
 

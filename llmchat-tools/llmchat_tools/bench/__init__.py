@@ -18,9 +18,9 @@ SUITES = ("worker", "scenarios", "fanout", "failover", "ai", "context", "answers
 
 for _suite in SUITES:
     try:
-        _module = importlib.import_module(f"llmchat.bench.{_suite}")
+        _module = importlib.import_module(f"llmchat_tools.bench.{_suite}")
     except ModuleNotFoundError as _exc:
-        if _exc.name != f"llmchat.bench.{_suite}":
+        if _exc.name != f"llmchat_tools.bench.{_suite}":
             raise
         continue
     _module.register(app)

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from llmchat.devcluster import (
+from llmchat_tools.devcluster import (
     Binaries,
     BinariesNotFoundError,
     BuildError,
@@ -86,7 +86,7 @@ def cluster(
             help="A real node instead of kwok's fake one: containerd, runc, the CNI bridge, "
             "kubelet, kube-proxy and CoreDNS running the project's image (make image), all in "
             "network and mount namespaces of their own (root; see tools/image/ and "
-            "llmchat/devcluster/node.py).",
+            "llmchat-tools/llmchat_tools/devcluster/node.py).",
         ),
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
@@ -151,8 +151,8 @@ def cluster(
 
 def _real_node(workdir: Path | None, bins: Binaries, timeout: float) -> None:
     """``llmchat dev cluster --real-node``: the control plane and a real node until Ctrl-C."""
-    from llmchat.devcluster.images import ImageError, build_project_images
-    from llmchat.devcluster.node import NODE_NAME, NodeError, RealNodeCluster
+    from llmchat_tools.devcluster.images import ImageError, build_project_images
+    from llmchat_tools.devcluster.node import NODE_NAME, NodeError, RealNodeCluster
 
     try:
         with console.status("building or checking the images (tools/image/build.sh)..."):

@@ -3,13 +3,13 @@
 Real etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, built from
 Go modules by ``tools/k8s/build.sh`` and run on 127.0.0.1::
 
-    from llmchat.devcluster import DevCluster, ensure_binaries
+    from llmchat_tools.devcluster import DevCluster, ensure_binaries
 
     with DevCluster(binaries=ensure_binaries()) as cluster:
         cluster.kubectl("get", "nodes")
 """
 
-from llmchat.devcluster.binaries import (
+from llmchat_tools.devcluster.binaries import (
     BINARY_NAMES,
     Binaries,
     BinariesNotFoundError,
@@ -19,7 +19,7 @@ from llmchat.devcluster.binaries import (
     find_binaries,
     read_versions,
 )
-from llmchat.devcluster.cluster import (
+from llmchat_tools.devcluster.cluster import (
     ClusterHandle,
     ClusterStartError,
     DevCluster,

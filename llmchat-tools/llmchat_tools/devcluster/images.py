@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmchat.devcluster.binaries import repo_root
+from llmchat_tools.devcluster.binaries import repo_root
 
 
 class ImageError(RuntimeError):
@@ -82,7 +82,7 @@ def write_scratch_image(
         "os": "linux",
         "config": {"Entrypoint": list(entrypoint), "User": user, "Env": []},
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_sha}"]},
-        "history": [{"created_by": "llmchat.devcluster.images.write_scratch_image"}],
+        "history": [{"created_by": "llmchat_tools.devcluster.images.write_scratch_image"}],
     }
     config_bytes = json.dumps(config, sort_keys=True).encode()
     config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"

@@ -1,7 +1,7 @@
 """A real node for the test cluster: containerd + runc + the CNI bridge + kubelet + kube-proxy
 + CoreDNS, joined to the Go-built control plane, all inside namespaces the node creates.
 
-    from llmchat.devcluster.node import RealNodeCluster
+    from llmchat_tools.devcluster.node import RealNodeCluster
 
     with RealNodeCluster(workdir, binaries=bins, images=archives) as cluster:
         cluster.kubectl("get", "nodes")            # from the host, through 127.0.0.1
@@ -37,25 +37,25 @@ from typing import IO
 
 import yaml
 
-from llmchat.devcluster import hoststate
-from llmchat.devcluster.binaries import Binaries, find_binaries
-from llmchat.devcluster.certs import CertPair, issue_pair
-from llmchat.devcluster.cgroups import CgroupTree
-from llmchat.devcluster.cluster import (
+from llmchat_tools.devcluster import hoststate
+from llmchat_tools.devcluster.binaries import Binaries, find_binaries
+from llmchat_tools.devcluster.certs import CertPair, issue_pair
+from llmchat_tools.devcluster.cgroups import CgroupTree
+from llmchat_tools.devcluster.cluster import (
     ClusterHandle,
     ClusterStartError,
     DevCluster,
     write_kubeconfig,
 )
-from llmchat.devcluster.images import ImageArchive, containerd_ref, node_images
-from llmchat.devcluster.netns import (
+from llmchat_tools.devcluster.images import ImageArchive, containerd_ref, node_images
+from llmchat_tools.devcluster.netns import (
     Forwarder,
     NodeNamespace,
     Route,
     check_host_loopback,
     check_routes,
 )
-from llmchat.devcluster.node_config import (
+from llmchat_tools.devcluster.node_config import (
     KUBELET_SYSCTLS,
     NodeNetwork,
     NodePaths,
@@ -65,7 +65,7 @@ from llmchat.devcluster.node_config import (
     kube_proxy_config,
     kubelet_config,
 )
-from llmchat.devcluster.process import ManagedProcess, tail
+from llmchat_tools.devcluster.process import ManagedProcess, tail
 
 logger = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from llmchat.local.credentials import LocalCredentials
-from llmchat.local.proxy import Backend, TcpBalancer
-from llmchat.local.supervisor import Child, ProcessSpec, Supervisor
 from llmchat.logs import get_logger
 from llmchat.models import RoomCreate, RoomMode, RoomModel
 from llmchat.redis_conn import UNAVAILABLE_ERRORS, create_redis
 from llmchat.rooms import RoomStore
+from llmchat_tools.local.credentials import LocalCredentials
+from llmchat_tools.local.proxy import Backend, TcpBalancer
+from llmchat_tools.local.supervisor import Child, ProcessSpec, Supervisor
 
 log = get_logger(__name__)
 

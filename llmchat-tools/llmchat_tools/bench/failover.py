@@ -25,7 +25,7 @@ import typer
 
 from llmchat import keys
 from llmchat.auth import authorization
-from llmchat.bench._common import (
+from llmchat_tools.bench._common import (
     Procs,
     console,
     default_out,
@@ -38,7 +38,7 @@ from llmchat.bench._common import (
     workdir,
     write_results,
 )
-from llmchat.client import RoomClient
+from llmchat_tools.client import RoomClient
 
 
 @dataclass(frozen=True)

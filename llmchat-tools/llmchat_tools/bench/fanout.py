@@ -34,7 +34,7 @@ from typing import Annotated, Any
 import typer
 
 from llmchat.auth import authorization
-from llmchat.bench._common import (
+from llmchat_tools.bench._common import (
     Proc,
     Procs,
     commandstats,
@@ -384,7 +384,7 @@ def _measure(
                 make_room(base, room, "all", [], admin_token=procs.admin_token)
         else:
             port = free_port()
-            argv = ["-m", "llmchat.bench.baseline_server", "--port", str(port)]
+            argv = ["-m", "llmchat_tools.bench.baseline_server", "--port", str(port)]
             proc = procs.python(f"baseline-{tag}", [*argv, "--redis-url", procs.redis_url])
             _wait_port(proc, port)
             servers.append(proc)

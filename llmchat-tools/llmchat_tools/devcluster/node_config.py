@@ -108,7 +108,7 @@ class NodePaths:
 def containerd_config(paths: NodePaths, *, sandbox_image: str, runc: str) -> str:
     """containerd 1.6's config.toml (version 2)."""
     cri = 'plugins."io.containerd.grpc.v1.cri"'
-    return f"""# written by llmchat.devcluster (the real node): nothing outside {paths.root}
+    return f"""# written by llmchat_tools.devcluster (the real node): nothing outside {paths.root}
 version = 2
 root = "{paths.containerd_root}"
 state = "{paths.containerd_state}"

@@ -11,9 +11,9 @@ from typing import Any
 
 from matplotlib.figure import Figure  # the object API: no pyplot state, renders with Agg
 
-from llmchat.bench.scenarios_faults import MODEL_CRASH, REPLICA_CRASH, STORM
-from llmchat.bench.scenarios_measures import Summary
-from llmchat.bench.scenarios_runner import RunConfig, ScenarioResult
+from llmchat_tools.bench.scenarios_faults import MODEL_CRASH, REPLICA_CRASH, STORM
+from llmchat_tools.bench.scenarios_measures import Summary
+from llmchat_tools.bench.scenarios_runner import RunConfig, ScenarioResult
 
 #: (key, column title, unit scale, decimals)
 COLUMNS: tuple[tuple[str, str, float, int], ...] = (

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmchat.bench.scenarios_system import LocalSystem, LocalSystemError
+from llmchat_tools.bench.scenarios_system import LocalSystem, LocalSystemError
 
 REPLICA_CRASH = "replica-crash"
 STORM = "storm"

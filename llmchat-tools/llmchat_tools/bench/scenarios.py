@@ -23,10 +23,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from llmchat.bench.scenarios_faults import SCENARIOS, Scenario
-from llmchat.bench.scenarios_runner import RunConfig, ScenarioResult, run_scenario
-from llmchat.bench.scenarios_system import LocalSystem, SystemConfig
 from llmchat.logs import configure_logging
+from llmchat_tools.bench.scenarios_faults import SCENARIOS, Scenario
+from llmchat_tools.bench.scenarios_runner import RunConfig, ScenarioResult, run_scenario
+from llmchat_tools.bench.scenarios_system import LocalSystem, SystemConfig
 
 DEFAULT_OUT = Path("docs/bench/scenarios")
 
@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The eight fault scenarios: five measures, every message checked, table and plots."""
         # lazily: `llmchat` imports every suite at start, and the report needs matplotlib
-        from llmchat.bench.scenarios_report import markdown, write_all  # noqa: PLC0415
+        from llmchat_tools.bench.scenarios_report import markdown, write_all  # noqa: PLC0415
 
         configure_logging("ERROR", "console")
         cfg = RunConfig.quick() if quick else RunConfig()

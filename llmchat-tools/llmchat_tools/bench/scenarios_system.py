@@ -20,13 +20,13 @@ from typing import Any
 import httpx
 
 from llmchat.auth import authorization
-from llmchat.local.credentials import UNLIMITED_ENV, LocalCredentials
-from llmchat.local.proxy import TcpBalancer
-from llmchat.local.supervisor import Child, Supervisor
-from llmchat.local.up import UpConfig, plan, room_spec
 from llmchat.models import RoomMode
 from llmchat.redis_conn import UNAVAILABLE_ERRORS, create_redis
 from llmchat.rooms import RoomStore
+from llmchat_tools.local.credentials import UNLIMITED_ENV, LocalCredentials
+from llmchat_tools.local.proxy import TcpBalancer
+from llmchat_tools.local.supervisor import Child, Supervisor
+from llmchat_tools.local.up import UpConfig, plan, room_spec
 
 
 class LocalSystemError(RuntimeError):

@@ -12,7 +12,7 @@ one). redis-py's default asyncio pool (100 connections, then ``MaxConnectionsErr
 made a burst of concurrent PUBLISHes raise in the handler, which closed the connection
 (1011): 390 to 790 of 1000 clients lost in the first second of a 1000 msg/s run.
 
-``python -m llmchat.bench.baseline_server --port 9000 --redis-url redis://127.0.0.1:6379/0``
+``python -m llmchat_tools.bench.baseline_server --port 9000 --redis-url redis://127.0.0.1:6379/0``
 """
 
 from __future__ import annotations
