@@ -377,3 +377,24 @@ def _strip(value: Any) -> Any:
     if isinstance(value, list):
         return [_strip(v) for v in value]
     return value
+
+
+def transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The Events (type, reason, message) a person watching the room wants to see."""
+    events: list[tuple[str, str, str]] = []
+    if old.get("phase") != new["phase"]:
+        phase = new["phase"]
+        if phase == DEGRADED:
+            degraded = next(c for c in new["conditions"] if c["type"] == "Degraded")
+            events.append(("Warning", degraded["reason"], degraded["message"]))
+        elif phase == READY:
+            events.append(("Normal", "RoomReady", "every model and the judge ready"))
+        elif old.get("phase") == DEGRADED:
+            events.append(("Normal", "Recovered", f"no longer degraded; now {phase}"))
+    if old.get("leader") != new["leader"] and (old.get("leader") or new["leader"]):
+        if new["leader"]:
+            message = f"{new['leader']} leads (term {new['term']})"
+        else:
+            message = f"{old.get('leader')} lost the lead; no leader"
+        events.append(("Normal", "LeaderChanged", message))
+    return events
