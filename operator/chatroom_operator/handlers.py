@@ -22,10 +22,7 @@ from chatroom_operator.builders import (
 from chatroom_operator.reconciler import Reconciler, RoomKey, views
 from chatroom_operator.settings import OperatorSettings
 from chatroom_operator.spec import GROUP, PLURAL, VERSION
-from chatroom_operator.status import (
-    DeploymentView,
-    LeaseView,
-)
+from chatroom_operator.views import DeploymentView, LeaseView
 
 
 def register(

@@ -37,8 +37,6 @@ from chatroom_operator.settings import OperatorSettings
 from chatroom_operator.spec import ChatRoomSpec, RoomRef, parse_spec
 from chatroom_operator.status import (
     PHASES,
-    DeploymentView,
-    LeaseView,
     Problem,
     compute_status,
     find_problems,
@@ -46,6 +44,7 @@ from chatroom_operator.status import (
     secrets_needed,
     transitions,
 )
+from chatroom_operator.views import DeploymentView, LeaseView
 
 RoomKey = tuple[str, str]
 T = TypeVar("T")
