@@ -25,7 +25,7 @@ from llmchat.redact import redact_url
 from llmchat.rooms import RoomStore
 from llmchat.router import Router
 from llmchat.timeline import Timeline
-from tests.backends.serving import ServerThread
+from tests.llmchat.llm.serving import ServerThread
 from tests.support.procs import JudgeProc, ModelWorker, RedisServer
 
 KEY = "gemini-key-MARKER-7f3a9c1e"

@@ -20,8 +20,8 @@ from llmchat.models import EntryKind, NewEntry, RoomCreate
 from llmchat.rooms import RoomStore
 from llmchat.router import Router
 from llmchat.timeline import Timeline
+from tests.model_worker.test_affinity import SlowBackend
 from tests.support.procs import RedisServer
-from tests.worker.test_affinity import SlowBackend
 
 
 class FakeClock:

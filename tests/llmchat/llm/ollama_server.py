@@ -11,7 +11,7 @@ Implements the parts of the Ollama REST API the worker uses, following Ollama's 
 * ``GET /api/tags`` — the served models; ``GET /api/version``; ``GET /`` — "Ollama is running".
 * Unknown model → HTTP 404 ``{"error": "model 'x' not found"}``; bad request → 400.
 
-Run standalone: ``python tests/backends/ollama_server.py --port 11434``.
+Run standalone: ``python tests/llmchat/llm/ollama_server.py --port 11434``.
 """
 
 from __future__ import annotations

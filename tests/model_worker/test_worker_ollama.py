@@ -15,8 +15,8 @@ from llmchat_tools.client import RoomClient
 
 from llmchat.llm.backends.llamacpp import LlamaModel
 from llmchat.llm.models_registry import DEFAULT_MODEL, resolve_model
-from tests.backends import ollama_server
-from tests.backends.serving import ServerThread, closed_port
+from tests.llmchat.llm import ollama_server
+from tests.llmchat.llm.serving import ServerThread, closed_port
 from tests.support.api import all_entries, make_room
 from tests.support.auth import token
 from tests.support.procs import ChatService, ModelWorker
