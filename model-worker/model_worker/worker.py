@@ -109,7 +109,7 @@ class Worker:
             for room in settings.rooms:
                 lease = make_lease(
                     redis,
-                    name=settings.lease_name or f"{room}-leader",
+                    name=settings.lease_name or keys.leader_lease_name(room),
                     redis_key=keys.room_lease(room),
                     duration_s=timings.duration_s,
                     namespace=settings.lease_namespace,

@@ -14,9 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatroom_operator.builders import judge_lease_name, judge_name, leader_lease_name, worker_name
+from chatroom_operator.builders import judge_name, worker_name
 from chatroom_operator.spec import ChatRoomSpec, RoomRef, SecretRef
 from chatroom_operator.views import DeploymentView, LeaseView, format_time
+from llmchat import keys
 
 PENDING = "Pending"
 PROGRESSING = "Progressing"
@@ -283,8 +284,8 @@ def compute_status(
     else:
         phase = PROGRESSING
 
-    leader_lease = lease_by_name.get(leader_lease_name(room.name))
-    judge_lease = lease_by_name.get(judge_lease_name(room.name))
+    leader_lease = lease_by_name.get(keys.leader_lease_name(room.name))
+    judge_lease = lease_by_name.get(keys.judge_lease_name(room.name))
     return {
         "phase": phase,
         "leader": leader_lease.live_holder(now) if leader_lease else None,

@@ -24,6 +24,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from llmchat import keys
+
 app = typer.Typer(
     help="Faults for the stress scenarios: kill pods, storm a room.", no_args_is_help=True
 )
@@ -41,16 +43,6 @@ PART_OF = "llm-in-the-chat"
 
 class ChaosError(RuntimeError):
     """The fault could not be caused (nothing to kill, no leader, refused by the API)."""
-
-
-def leader_lease_name(room: str) -> str:
-    """The room's leadership Lease (as the operator names it)."""
-    return f"{room}-leader"
-
-
-def judge_lease_name(room: str) -> str:
-    """The room's judge Lease: its holder is the active judge's pod (as the operator names it)."""
-    return f"{room}-judge"
 
 
 def default_namespace() -> str:
@@ -133,10 +125,12 @@ def kill_pods(
 
     judge_pod: str | None = None
     if leader_of:
-        leader = holder_of(leader_lease_name(leader_of), f"room {leader_of} has no leader")
+        leader = holder_of(keys.leader_lease_name(leader_of), f"room {leader_of} has no leader")
         parts.append(leader_selector(leader_of, leader))
     if judge_of:
-        judge_pod = holder_of(judge_lease_name(judge_of), f"room {judge_of} has no active judge")
+        judge_pod = holder_of(
+            keys.judge_lease_name(judge_of), f"room {judge_of} has no active judge"
+        )
         leader = judge_pod
         parts.append(f"{NAME_LABEL}={PART_OF},{COMPONENT_LABEL}=judge,{ROOM_LABEL}={judge_of}")
     if not parts:
