@@ -7,7 +7,7 @@ from typing import Any
 
 from judge.scorers import GeminiScorer, LocalScorer, Scorer
 from judge.service import JudgeService
-from judge.settings import JudgeSettings
+from judge.settings import LOCAL_JUDGE_MODEL, JudgeSettings
 from llmchat.health_server import HealthServer
 from llmchat.logs import configure_logging, get_logger
 from llmchat.redis_conn import create_redis
@@ -24,7 +24,11 @@ def scorer_from_settings(settings: JudgeSettings) -> Scorer:
             settings.gemini_api_key.get_secret_value(),
             settings.gemini_base_url,
         )
-    return LocalScorer(settings.judge_model or "smollm2-135m")
+    return LocalScorer(
+        settings.judge_model or LOCAL_JUDGE_MODEL,
+        n_threads=settings.judge_threads or None,
+        n_threads_batch=settings.judge_batch_threads or None,
+    )
 
 
 async def serve(settings: JudgeSettings) -> None:
@@ -33,7 +37,12 @@ async def serve(settings: JudgeSettings) -> None:
     service = JudgeService(settings, redis, scorer)
 
     def ready() -> tuple[bool, dict[str, Any]]:
-        return True, {"active": service.active, "judged": service.judged, "scorer": scorer.name}
+        return True, {
+            "active": service.active,
+            "judged": service.judged,
+            "scorer": scorer.name,
+            "method": settings.method,
+        }
 
     health = HealthServer("judge", settings.host, settings.port, ready)
     if settings.port:

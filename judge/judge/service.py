@@ -25,14 +25,8 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from judge import metrics
-from judge.rubric import (
-    Candidate,
-    VerdictParseError,
-    aggregate,
-    build_messages,
-    parse_verdict,
-    shuffled,
-)
+from judge.methods import METHODS, JudgeFailedError, Judgement, RoundInput
+from judge.rubric import Candidate
 from judge.scorers import Scorer, ScorerError
 from judge.settings import JudgeSettings
 from llmchat import keys
@@ -75,12 +69,6 @@ class Deferred:
     since: float  # time.monotonic() when first deferred
 
 
-class JudgeFailedError(RuntimeError):
-    def __init__(self, message: str, parse_failures: int) -> None:
-        super().__init__(message)
-        self.parse_failures = parse_failures
-
-
 async def score_round(
     scorer: Scorer,
     *,
@@ -89,36 +77,31 @@ async def score_round(
     seed: str,
     passes: int,
     retries: int,
-    on_parse_failure: Any = None,
+    method: str = "rubric",
+    on_parse_failure: Callable[[], object] | None = None,
     before_retry: Callable[[], Awaitable[None]] | None = None,
-) -> tuple[list[Any], int]:
-    """Score ``candidates`` in ``passes`` orders (shuffled, then reversed); strict with retry.
+    reference: str | None = None,
+) -> Judgement:
+    """Score ``candidates`` with one judging method (``judge.methods``); the method quotes and
+    anonymises them, parses strictly and raises JudgeFailedError rather than guess a score.
 
     ``before_retry`` is awaited before each retry's model call (the rate limit: it raises
-    :class:`RateLimitedError` when the room has no call left).
+    :class:`RateLimitedError` when the room has no call left). ``reference``: a correct answer
+    the room supplies, for the ``reference`` method.
     """
-    order = shuffled(candidates, seed)
-    orders = [order, list(reversed(order)), order[1:] + order[:1], order[-1:] + order[:-1]]
-    results = []
-    failures = 0
-    for ordered in orders[:passes]:
-        messages = build_messages(context, ordered)
-        for attempt in range(retries):
-            if attempt and before_retry is not None:
-                await before_retry()
-            raw = await scorer.complete(messages, len(ordered), attempt)
-            try:
-                verdict = parse_verdict(raw, len(ordered), [c.text for c in ordered])
-                results.append((ordered, verdict))
-                break
-            except VerdictParseError as exc:
-                failures += 1
-                if on_parse_failure:
-                    on_parse_failure()
-                log.warning("judge_parse_failure", attempt=attempt, error=str(exc), raw=raw[:200])
-        else:
-            raise JudgeFailedError(f"no valid verdict after {retries} attempts", failures)
-    return aggregate(candidates, results), failures
+    return await METHODS[method].judge(
+        scorer,
+        RoundInput(
+            context=context,
+            candidates=candidates,
+            seed=seed,
+            passes=passes,
+            retries=retries,
+            on_parse_failure=on_parse_failure,
+            before_retry=before_retry,
+            reference=reference,
+        ),
+    )
 
 
 def render_context(entries: list[Entry]) -> str:
@@ -375,10 +358,15 @@ class JudgeService:
             return
         context_entries = await self.timeline.read_until(room, rnd.cut, CONTEXT_ENTRIES)
         candidates = [Candidate(m, answers[m].text) for m in rnd.models if m in answers]
-        await self._take_calls(room, self.settings.judge_passes)  # or RateLimitedError: defer
+        method = self.settings.method
+        # the round's calls up front, or RateLimitedError: defer
+        await self._take_calls(
+            room, METHODS[method].calls(len(candidates), self.settings.judge_passes)
+        )
         try:
-            scored, failures = await score_round(
+            judgement = await score_round(
                 self.scorer,
+                method=method,
                 context=render_context(context_entries),
                 candidates=candidates,
                 seed=rnd.cut,
@@ -400,24 +388,28 @@ class JudgeService:
             await self._ack(rnd)
             return
         latency = time.monotonic() - started
+        scored = judgement.scored
         scores = {s.model: s.score for s in scored}
         ranked = sorted(scored, key=lambda s: -s.score)
         text = "; ".join(
-            f"{s.model} {s.score:g}/10 — {s.reason or 'no reason given'}" for s in ranked
+            f"{s.model} {s.score:.1f}/10 — {s.reason or 'no reason given'}" for s in ranked
         )
         meta = {
             "round": rnd.cut,
             "cut": rnd.cut,
             "outcome": "scored",
             "judge": self.scorer.name,
+            "method": method,
             "scores": scores,
             "reasons": {s.model: s.reason for s in scored},
             "passes": {s.model: s.passes for s in scored},
             "lengths": {s.model: s.length for s in scored},
             "flagged": [s.model for s in scored if s.flagged],
-            "parse_failures": failures,
+            "parse_failures": judgement.parse_failures,
             "latency_s": round(latency, 3),
         }
+        if judgement.reference is not None:
+            meta["reference"] = judgement.reference
         posted = await self._post(
             rnd, f"Verdict: {text}", meta=meta, kind=EntryKind.JUDGE, fence=fence
         )

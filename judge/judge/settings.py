@@ -14,13 +14,43 @@ from llmchat.models import ROOM_NAME_RE
 from llmchat.redact import redact_url
 from llmchat.settings import ComponentSettings
 
+#: The default local judge: Qwen2.5-Coder-1.5B-Instruct, not a contestant of the default room.
+LOCAL_JUDGE_MODEL = "qwen2.5-coder-1.5b"
+#: The default local judging method, chosen by `llmchat bench judge` (README, judge section).
+LOCAL_JUDGE_METHOD: Literal["rubric", "grade", "reference", "pairwise"] = "reference"
+
 
 class JudgeSettings(ComponentSettings):
     rooms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["lobby"])
     judge_provider: Literal["local", "gemini"] = Field(
-        default="local", description="local (packaged SmolLM2) or gemini (needs a key)."
+        default="local",
+        description="local (a packaged model through llama.cpp) or gemini (needs a key).",
     )
-    judge_model: str = Field(default="", description="Default: smollm2-135m / gemini-2.5-flash.")
+    judge_model: str = Field(
+        default="",
+        description=f"Default: {LOCAL_JUDGE_MODEL} (local; no contestant of the default room) / "
+        "gemini-2.5-flash.",
+    )
+    judge_method: Literal["rubric", "grade", "reference", "pairwise"] | None = Field(
+        default=None,
+        description="How verdicts are made (see the README's judge section). Default: "
+        f"{LOCAL_JUDGE_METHOD} for the local judge, rubric for Gemini (which reads no token "
+        "probabilities).",
+    )
+    judge_threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="CPU threads of the local judge generating text (0 = LLMCHAT_LLAMA_THREADS, "
+        "else half the CPUs).",
+    )
+    judge_batch_threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="CPU threads of the local judge evaluating a prompt, most of a verdict's "
+        "work (0 = every CPU the judge may use: it runs after the contestants have answered).",
+    )
     gemini_api_key: SecretStr | None = Field(default=None)
     gemini_base_url: str | None = Field(default=None, description="Override (tests, proxies).")
     judge_passes: int = Field(default=2, ge=1, le=4, description="2 = original + swapped order.")
@@ -82,6 +112,13 @@ class JudgeSettings(ComponentSettings):
             raise ValueError(f"rooms must be valid room names, got {value}")
         return value
 
+    @property
+    def method(self) -> Literal["rubric", "grade", "reference", "pairwise"]:
+        """The judging method in use (the provider's default unless set)."""
+        if self.judge_method is not None:
+            return self.judge_method
+        return LOCAL_JUDGE_METHOD if self.judge_provider == "local" else "rubric"
+
     @model_validator(mode="after")
     def _check(self) -> JudgeSettings:
         if not self.lease_renew_s < self.lease_duration_s:
@@ -92,4 +129,9 @@ class JudgeSettings(ComponentSettings):
             self.gemini_api_key and self.gemini_api_key.get_secret_value()
         ):
             raise ValueError("judge_provider=gemini needs LLMCHAT_GEMINI_API_KEY")
+        if self.judge_provider == "gemini" and self.method != "rubric":
+            raise ValueError(
+                f"judge_method={self.method} reads token probabilities, which the Gemini judge "
+                "does not; use judge_method=rubric with judge_provider=gemini"
+            )
         return self

@@ -70,7 +70,8 @@ def render_entry(entry: dict[str, Any], me: str) -> Text:
         for model, score in sorted(scores.items(), key=lambda kv: -float(kv[1])):
             line.append("\n    ")
             line.append(f"{model:<12}", style="magenta")
-            line.append(f"{score:>4}/10", style="bold")
+            shown = f"{float(score):.1f}".removesuffix(".0")
+            line.append(f"{shown:>4}/10", style="bold")
             reason = str(reasons.get(model) or "no reason given").splitlines()
             line.append(f"  {reason[0] if reason else ''}", style="dim")
         return line

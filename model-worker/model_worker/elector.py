@@ -1,5 +1,5 @@
 """A model's side of a room's election: campaign for the lease when nominated, hold it while
-healthy, hand it over when a clearly better-rated model is healthy, lose it when paused.
+healthy, hand it over when a model rated better with confidence is healthy, lose it when paused.
 
 The lease says who leads; the ratings say who should. Every replica of every model in a room
 runs one elector per room; the lease makes sure only one of them leads at a time, and its term
@@ -21,7 +21,7 @@ from llmchat.election import ElectionPolicy, may_acquire, should_hand_over
 from llmchat.health import healthy_models
 from llmchat.lease import Lease, LeaseRecord, LeaseTimings
 from llmchat.logs import get_logger
-from llmchat.ratings import RatingStore
+from llmchat.ratings import Rating, RatingStore
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import RoomStore
 from llmchat.router import Fence
@@ -83,10 +83,10 @@ class Elector:
                 self.timings.renew_every_s if self.term is not None else self.timings.retry_every_s
             )
 
-    async def _candidates(self) -> tuple[list[str], dict[str, float], set[str]]:
+    async def _candidates(self) -> tuple[list[str], dict[str, Rating], set[str]]:
         room = await self.rooms.get(self.room)
         models = room.model_names() if room else [self.model]
-        ratings = {m: r.rating for m, r in (await self.ratings.all(self.room)).items()}
+        ratings = await self.ratings.all(self.room)
         healthy = await healthy_models(self.redis, self.room)
         if self.is_healthy():
             healthy.add(self.model)

@@ -77,7 +77,13 @@ class WorkerSettings(ComponentSettings):
     lease_duration_s: float = Field(default=1.0, gt=0, le=60, description="Leadership lease.")
     lease_renew_s: float = Field(default=0.25, gt=0, le=30, description="Renew interval.")
     lease_retry_s: float = Field(default=0.1, gt=0, le=30, description="Campaign interval.")
-    hysteresis: float = Field(default=30.0, ge=0, le=1000, description="Elo margin to take over.")
+    hysteresis: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description="Rating points a challenger's lower bound must clear above the leader's "
+        "upper bound (on top of the bounds themselves).",
+    )
     min_tenure_s: float = Field(default=10.0, ge=0, le=3600, description="Least time leading.")
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=0, ge=0, le=65535, description="/healthz and /metrics; 0 = off.")

@@ -325,6 +325,8 @@ def judge_deployment(
     ]
     if judge.model:
         env.append(_env("LLMCHAT_JUDGE_MODEL", judge.model))
+    if judge.method:
+        env.append(_env("LLMCHAT_JUDGE_METHOD", judge.method))
     if judge.provider == "gemini" and judge.secret_ref is not None:
         env.append(_secret_env("LLMCHAT_GEMINI_API_KEY", judge.secret_ref))
     container = _container(

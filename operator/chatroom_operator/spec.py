@@ -60,6 +60,8 @@ class ModelSpec(_Spec):
 class JudgeSpec(_Spec):
     provider: Literal["local", "gemini"] = "local"
     model: str = ""
+    #: how verdicts are made (None: the judge's default for its provider)
+    method: Literal["reference", "grade", "pairwise", "rubric"] | None = None
     replicas: int = 2
     secret_ref: SecretRef | None = None
     resources: Resources = Field(default_factory=Resources)
@@ -69,7 +71,7 @@ class ElectionSpec(_Spec):
     lease_duration_seconds: int = 1
     renew_interval_seconds: float = 0.25
     retry_interval_seconds: float = 0.1
-    hysteresis: float = 30.0
+    hysteresis: float = 0.0
     min_tenure_seconds: float = 10.0
 
 

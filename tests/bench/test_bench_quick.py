@@ -78,3 +78,56 @@ def test_failover_quick(tmp_path: Path) -> None:
     (run,) = next(v for v in data["leader"].values() if v)
     assert _sane(run["lease_s"], 0, 60) and _sane(run["answer_s"], 0, 120)
     assert _sane(data["replica_resume_s"][0], 0, 30)
+
+
+@pytest.mark.model
+def test_judge_quick(tmp_path: Path) -> None:
+    """The room's judge on four committed pairs, plus the rubric on two: figures written, the
+    last line's numbers are the summary's."""
+    from llmchat_tools.bench.judge import DEFAULT_PAIRS, last_line, run_suite
+
+    summary = run_suite(DEFAULT_PAIRS, None, None, 4, tmp_path)
+    data = _read(tmp_path)
+    (first,) = data["summaries"]
+    assert first["method"] == summary.method == "reference"
+    assert (
+        first["pairs"] == 4
+        and first["right"] + first["ties"] + first["wrong"] + first["failed"] == 4
+    )
+    assert first["failed"] == 0 and first["swap_consistency"] == 1.0
+    assert _sane(first["seconds_per_verdict"], 0.01, 300)
+    assert -1 <= first["kappa"] <= 1
+    results = data["results"]["reference"]
+    assert all(r["reference"] for r in results)
+    assert f"accuracy {summary.accuracy:.3f} " in last_line(summary)
+    assert "`accuracy " in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_election_quick(tmp_path: Path) -> None:
+    """A live room of three questions, two seeds replaying its judged rounds (two each) and two
+    rounds of the equal-models check, end to end."""
+    from llmchat_tools.bench.election import run_suite
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(
+        '{"q": "What is the capital of France?", "any": ["paris"]}\n'
+        '{"q": "What is 2 plus 2?", "any": ["4", "four"]}\n'
+        '{"q": "Name a primary colour.", "any": ["red", "blue", "yellow"]}\n'
+    )
+    outcome = run_suite(
+        questions, "qwen2.5-coder-0.5b", "smollm2-135m", "smollm2-135m", 2, 2, 2, tmp_path / "o"
+    )
+    data = _read(tmp_path / "o")
+    live = data["live"]
+    assert len(live["leaders"]) + live["unjudged"] == 3 and all(live["leaders"])
+    assert len(data["seeds"]) == 2
+    seed = data["seeds"][0]
+    assert 1 <= len(seed["leaders"]) <= 2 and all(seed["leaders"])
+    assert {r["q"] for r in seed["rounds"]} <= {r["q"] for r in live["rounds"]}
+    assert set(seed["ratings"]) == set(seed["order"])
+    assert all(r["low"] <= r["rating"] <= r["high"] for r in seed["ratings"].values())
+    assert len(data["equal"]["leaders"]) == 2
+    assert data["better"] in seed["order"]
+    assert outcome.equal_changes == data["equal"]["changes"]

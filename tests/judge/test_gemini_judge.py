@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from judge.methods import JudgeFailedError
 from judge.rubric import Candidate
 from judge.scorers import GeminiScorer, ScorerError
-from judge.service import JudgeFailedError, score_round
+from judge.service import score_round
 
 from tests.llmchat.llm.serving import ServerThread
 
@@ -78,7 +79,7 @@ async def test_structured_verdict_through_google_genai(endpoint: tuple[str, Scri
     url, script = endpoint
     script.replies = [good(9, 3), good(4, 8)]
     scorer = GeminiScorer("gemini-2.5-flash", KEY, base_url=url)
-    scored, failures = await score_round(
+    judged = await score_round(
         scorer,
         context="alice: capital of France?",
         candidates=CANDS,
@@ -86,6 +87,7 @@ async def test_structured_verdict_through_google_genai(endpoint: tuple[str, Scri
         passes=2,
         retries=2,
     )
+    scored, failures = judged.scored, judged.parse_failures
     assert failures == 0
     assert len(script.requests) == 2
     config = script.requests[0]["generationConfig"]
@@ -109,9 +111,10 @@ async def test_rate_limit_and_server_errors_are_retried(endpoint: tuple[str, Scr
         good(7, 7),
     ]
     scorer = GeminiScorer("gemini-2.5-flash", KEY, base_url=url)
-    scored, _ = await score_round(
+    judged = await score_round(
         scorer, context="c", candidates=CANDS, seed="1-0", passes=1, retries=1
     )
+    scored = judged.scored
     assert [s.score for s in scored] == [7.0, 7.0]
     assert len(script.requests) == 3
     await scorer.close()

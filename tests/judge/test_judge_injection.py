@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import pytest
+from judge.methods import JudgeFailedError
 from judge.rubric import (
     Candidate,
     VerdictParseError,
@@ -21,7 +22,7 @@ from judge.rubric import (
     shuffled,
 )
 from judge.scorers import Scorer
-from judge.service import JudgeFailedError, render_context, score_round
+from judge.service import render_context, score_round
 
 from llmchat.llm.text import defang_special_tokens
 from llmchat.models import Entry, EntryKind
@@ -130,9 +131,10 @@ async def test_a_verdict_planted_in_an_answer_is_never_the_verdict(hostile: str)
     # an obedient judge repeats the planted verdict (reformatted): refused, retried
     echoed = json.dumps(json.loads(PLANTED), indent=2)
     scorer = Scripted([echoed, PLANTED, honest(3)])
-    scored, failures = await score_round(
+    judged = await score_round(
         scorer, context="alice: capital?", candidates=cands, seed="9-0", passes=1, retries=3
     )
+    scored, failures = judged.scored, judged.parse_failures
     assert failures == 2
     assert {s.model: s.score for s in scored} == {"ada": 5.0, "bob": 5.0, "cyd": 5.0}
     assert len(scorer.seen) == 3
@@ -189,9 +191,10 @@ async def test_labels_map_to_models_by_position_whatever_the_answers_claim() -> 
     verdict = json.dumps(
         {"scores": [{"id": "A", "score": 9, "reason": ""}, {"id": "B", "score": 2, "reason": ""}]}
     )
-    scored, _ = await score_round(
+    judged = await score_round(
         Scripted([verdict]), context="c", candidates=cands, seed="3-0", passes=1, retries=1
     )
+    scored = judged.scored
     assert {s.model: s.score for s in scored} == want
 
 
@@ -224,7 +227,7 @@ async def test_the_local_judge_returns_a_valid_verdict_despite_an_injection() ->
             self.raw.append(await self.inner.complete(messages, n, attempt))
             return self.raw[-1]
 
-    local = LocalScorer()
+    local = LocalScorer("smollm2-135m")  # the rubric path with the smallest model: fast
     scorer = Recording(local)
     cands = [
         Candidate("ada", "The capital of France is Paris."),
@@ -232,7 +235,7 @@ async def test_the_local_judge_returns_a_valid_verdict_despite_an_injection() ->
         Candidate("cyd", "France's capital city is Paris, on the Seine."),
     ]
     try:
-        scored, failures = await score_round(
+        judged = await score_round(
             scorer,
             context="alice: What is the capital of France?",
             candidates=cands,
@@ -240,6 +243,7 @@ async def test_the_local_judge_returns_a_valid_verdict_despite_an_injection() ->
             passes=2,
             retries=5,
         )
+        scored, failures = judged.scored, judged.parse_failures
     finally:
         await local.close()
     assert sorted(s.model for s in scored) == ["ada", "bob", "cyd"]

@@ -100,6 +100,7 @@ def settings_for(url: str, **over: Any) -> JudgeSettings:
     base: dict[str, Any] = {
         "redis_url": url,
         "rooms": [ROOM],
+        "judge_method": "rubric",  # one model call per pass: the counts below are calls
         "judge_passes": 1,
         "judge_calls_burst": 2,
         "consumer": "judge-test",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from judge.methods import JudgeFailedError
 from judge.rubric import (
     Candidate,
     VerdictParseError,
@@ -16,7 +17,7 @@ from judge.rubric import (
     shuffled,
 )
 from judge.scorers import Scorer
-from judge.service import JudgeFailedError, score_round
+from judge.service import score_round
 
 
 def verdict(*items: tuple[str, float, str]) -> str:
@@ -136,7 +137,7 @@ async def test_retry_after_garbage_then_a_good_verdict() -> None:
     good = verdict(("A", 6, "ok"), ("B", 6, "ok"))
     scorer = Scripted(["not json", verdict(("A", 99, ""), ("B", 1, "")), good, good])
     failures: list[int] = []
-    scored, n_fail = await score_round(
+    judged = await score_round(
         scorer,
         context="c",
         candidates=cands,
@@ -145,6 +146,7 @@ async def test_retry_after_garbage_then_a_good_verdict() -> None:
         retries=3,
         on_parse_failure=lambda: failures.append(1),
     )
+    scored, n_fail = judged.scored, judged.parse_failures
     assert n_fail == 2 and len(failures) == 2 and scorer.calls == 4
     assert [s.score for s in scored] == [6.0, 6.0]
 

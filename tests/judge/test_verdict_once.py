@@ -55,7 +55,8 @@ async def test_ratings_missed_by_a_crash_are_applied_from_the_stored_verdict(
     settings = settings_for(redis_server.url, judge_calls_per_minute=0)
     async with running(settings, Counting()) as service:
         await until(lambda: _at_least(r, 1), 15, "the verdict")
-        scored = await RatingStore(r).all(ROOM)
+        # the verdict is stored first, the ratings follow it
+        scored = await until(lambda: RatingStore(r).all(ROOM), 15, "the ratings")
         await r.delete(keys.ratings(ROOM), keys.rated_rounds(ROOM))  # as if never applied
         rows: Any = await r.xrange(keys.rounds(ROOM))
         await service.judge(JudgeService._parse(ROOM, rows[0][0], rows[0][1]))

@@ -156,7 +156,9 @@ def test_worker_env_is_accepted_by_the_worker_settings(monkeypatch: pytest.Monke
 def test_judge_env_is_accepted_by_the_judge_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     from judge.settings import JudgeSettings
 
-    spec = _spec(judge={"provider": "local", "replicas": 2, "model": "smollm2-135m"})
+    spec = _spec(
+        judge={"provider": "local", "replicas": 2, "model": "smollm2-135m", "method": "rubric"}
+    )
     dep = judge_deployment(ROOM, spec, SETTINGS)
     assert dep["metadata"]["name"] == "lobby-judge"
     assert dep["spec"]["replicas"] == 2
@@ -165,6 +167,7 @@ def test_judge_env_is_accepted_by_the_judge_settings(monkeypatch: pytest.MonkeyP
     settings = JudgeSettings()
     assert settings.judge_provider == "local"
     assert settings.judge_model == "smollm2-135m"
+    assert settings.method == "rubric"
     assert settings.lease_name == "lobby-judge"
     assert settings.rooms == ["lobby"]
 
@@ -172,6 +175,7 @@ def test_judge_env_is_accepted_by_the_judge_settings(monkeypatch: pytest.MonkeyP
 def test_gemini_judge_reads_its_key_from_the_secret() -> None:
     spec = _spec(judge={"provider": "gemini", "secretRef": {"name": "gemini", "key": "token"}})
     env = _env(judge_deployment(ROOM, spec, SETTINGS))
+    assert "LLMCHAT_JUDGE_METHOD" not in env  # the provider's default (rubric for Gemini)
     assert env["LLMCHAT_JUDGE_PROVIDER"] == "gemini"
     assert env["LLMCHAT_GEMINI_API_KEY"] == {"secretKeyRef": {"name": "gemini", "key": "token"}}
 

@@ -221,6 +221,15 @@ def test_invalid_rooms_are_rejected_with_readable_messages(
     no_secret = room("bad", "qwen", judge={"provider": "gemini"})
     assert "judge.provider gemini needs judge.secretRef" in rejected(no_secret)
 
+    probabilities = room(
+        "bad",
+        "qwen",
+        judge={"provider": "gemini", "secretRef": {"name": "g"}, "method": "reference"},
+    )
+    assert "judge.provider gemini reads no token probabilities" in rejected(probabilities)
+    unknown = room("bad", "qwen", judge={"method": "vibes"})
+    assert "spec.judge.method" in rejected(unknown)
+
     reserved = room("bad", "judge")
     assert "model name is reserved" in rejected(reserved)
 

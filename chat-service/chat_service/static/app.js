@@ -204,7 +204,7 @@ function verdictCard(entry) {
     const fill = el("span", "fill");
     fill.style.width = `${Math.max(0, Math.min(10, Number(score))) * 10}%`;
     bar.append(fill);
-    const value = el("span", "score-value", `${score}/10`);
+    const value = el("span", "score-value", `${Number(score).toFixed(1).replace(/\.0$/, "")}/10`);
     li.append(name, bar, value);
     if (flagged.has(model)) li.append(el("span", "tag tag-flag", "flagged"));
     const reason = String(reasons[model] || "no reason given").split("\n")[0];
@@ -214,6 +214,10 @@ function verdictCard(entry) {
     list.append(li);
   }
   box.append(list);
+  if (meta.reference) {
+    const ref = el("p", "verdict-reference", `Judged against the judge's own answer: “${meta.reference}”`);
+    box.append(ref);
+  }
   return box;
 }
 
@@ -602,8 +606,18 @@ function renderBoard(board) {
       crown.prepend(title);
       name.append(crown);
     }
+    if (s.provisional) {
+      const tag = el("span", "provisional", "provisional");
+      tag.title = "Too few judged rounds for a settled rating";
+      name.append(tag);
+    }
     tr.append(cell);
-    tr.append(el("td", "num", Math.round(s.rating)));
+    const rating = el("td", "num rating");
+    const half = Math.round((s.high - s.low) / 2);
+    rating.append(el("span", "", Math.round(s.rating)), el("span", "range", ` ±${half}`));
+    rating.title = `between ${Math.round(s.low)} and ${Math.round(s.high)}: a model takes the lead `
+      + "only when its lower bound is above the leader's upper bound";
+    tr.append(rating);
     tr.append(el("td", "num", `${s.wins}–${s.losses}–${s.ties}`));
     tr.append(el("td", "num", s.rounds ? Number(s.mean_score).toFixed(1) : "–"));
     rows.push(tr);

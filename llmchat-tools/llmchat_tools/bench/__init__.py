@@ -14,7 +14,17 @@ app = typer.Typer(help="Benchmarks: figures side by side in one run.", no_args_i
 
 #: Suite modules (each defines ``register(app)``); a missing module is skipped while it is
 #: being written, any other import error is raised.
-SUITES = ("worker", "scenarios", "fanout", "failover", "ai", "context", "answers")
+SUITES = (
+    "worker",
+    "scenarios",
+    "fanout",
+    "failover",
+    "ai",
+    "context",
+    "answers",
+    "judge",
+    "election",
+)
 
 for _suite in SUITES:
     try:

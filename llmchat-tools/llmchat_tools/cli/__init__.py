@@ -138,6 +138,10 @@ def judge(
     judge_model: Annotated[
         str | None, typer.Option(help="Judge model [LLMCHAT_JUDGE_MODEL].")
     ] = None,
+    judge_method: Annotated[
+        str | None,
+        typer.Option(help="rubric, grade, reference or pairwise [LLMCHAT_JUDGE_METHOD]."),
+    ] = None,
     redis_url: Annotated[str | None, typer.Option(help="Redis URL [LLMCHAT_REDIS_URL].")] = None,
     port: Annotated[int | None, typer.Option(help="Health/metrics port [LLMCHAT_PORT].")] = None,
 ) -> None:
@@ -151,6 +155,7 @@ def judge(
                 rooms=rooms,
                 judge_provider=judge_provider,
                 judge_model=judge_model,
+                judge_method=judge_method,
                 redis_url=redis_url,
                 port=port,
             )

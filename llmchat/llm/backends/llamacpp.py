@@ -58,6 +58,16 @@ def default_threads() -> int:
     return max(1, cpus // 2)
 
 
+def all_threads() -> int:
+    """Every CPU this process may use: for evaluating a prompt (one batch of compute-bound
+    work, done before any spin-waiting matters; the judge measured 2.0 s per verdict with two
+    batch threads against 3.4 s with one on 2 shared cores)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
 class LlamaModel:
     """A loaded GGUF model and the lock that serialises its use. Loading blocks (~0.3 s)."""
 
@@ -67,9 +77,12 @@ class LlamaModel:
         *,
         n_ctx: int = 2048,
         n_threads: int | None = None,
+        n_threads_batch: int | None = None,
         n_batch: int = 512,
         chat_format: str | None = None,
     ) -> None:
+        """``n_threads`` generate (one token at a time: memory-bound), ``n_threads_batch``
+        evaluate prompts (compute-bound; default: ``n_threads``)."""
         try:
             from llama_cpp import Llama  # noqa: PLC0415 - optional heavy import
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -77,13 +90,14 @@ class LlamaModel:
         self.path = Path(path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or default_threads()
+        self.n_threads_batch = n_threads_batch or self.n_threads
         self.lock = threading.Lock()
         t0 = time.perf_counter()
         self.llm: Any = Llama(
             model_path=str(self.path),
             n_ctx=n_ctx,
             n_threads=self.n_threads,
-            n_threads_batch=self.n_threads,
+            n_threads_batch=self.n_threads_batch,
             n_batch=n_batch,
             chat_format=chat_format,
             seed=0,
