@@ -36,7 +36,7 @@ from llmchat.models import EntryKind, NewEntry, RoomCreate
 from llmchat.redact import redact_url
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import RoomStore
-from llmchat.router import FencedError, Router
+from llmchat.router import Fence, FencedError, Router
 from llmchat.tasks import stop_task, stop_tasks
 from llmchat.timeline import MessageIdConflictError, Timeline
 from model_worker import metrics
@@ -455,7 +455,14 @@ class Worker:
             meta["retried"] = retried
         if self.settings.record_prompt:
             meta["prompt"] = [m.model_dump() for m in messages]
-        if text and not await self._post_answer(room, turn, text, meta):
+        as_leader = turn.queue == LEADER_QUEUE
+        fence = None
+        if as_leader:
+            elector = self.electors.get(room)
+            fence = elector.fence() if elector else None
+            meta["as_leader"] = True
+            meta["term"] = fence.term if fence else None
+        if text and not await self._post_answer(room, turn, text, meta, fence):
             return False
         if outcome not in ("ok", "cut"):
             await self._report_problem(room, turn, problem, meta)
@@ -500,15 +507,12 @@ class Worker:
         speakers = {e.author for e in entries} | ({m.name for m in cfg.models} if cfg else set())
         return messages, speakers
 
-    async def _post_answer(self, room: str, turn: Job, text: str, meta: dict[str, Any]) -> bool:
-        """Store the answer (as the leader, fenced by its term); False when it was fenced."""
-        as_leader = turn.queue == LEADER_QUEUE
-        fence = None
-        if as_leader:
-            elector = self.electors.get(room)
-            fence = elector.fence() if elector else None
-            meta["as_leader"] = True
-            meta["term"] = fence.term if fence else None
+    async def _post_answer(
+        self, room: str, turn: Job, text: str, meta: dict[str, Any], fence: Fence | None
+    ) -> bool:
+        """Store the answer (as the leader: fenced by its term, refused without one); False
+        when it was fenced."""
+        as_leader = bool(meta.get("as_leader"))
         if meta["outcome"] in ("timeout", "cut"):
             meta["truncated"] = True  # the page shows it as cut short
         answer = NewEntry(
