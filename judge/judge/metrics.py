@@ -36,3 +36,8 @@ POSITION_SHIFT = Histogram(
 )
 ACTIVE = Gauge(name("judge_active"), "1 while this judge replica holds the judge lease.")
 RATING = Gauge(name("model_rating"), "The model's rating in the room.", ["room", "model"])
+RATING_BOUND = Gauge(
+    name("model_rating_bound"),
+    "Half-width of the model's rating interval (rating points): how sure the rating is.",
+    ["room", "model"],
+)

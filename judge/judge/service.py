@@ -431,6 +431,7 @@ class JudgeService:
                 metrics.POSITION_SHIFT.labels(room).observe(max(s.passes) - min(s.passes))
         for model, rating in new.items():
             metrics.RATING.labels(room, model).set(rating.rating)
+            metrics.RATING_BOUND.labels(room, model).set((rating.high - rating.low) / 2)
         metrics.JUDGE_LATENCY.labels(room).observe(latency)
         metrics.VERDICTS.labels(room, "scored").inc()
         self.judged += 1

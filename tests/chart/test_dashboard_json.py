@@ -66,6 +66,7 @@ def test_the_five_measures_and_the_rest_are_on_it() -> None:
         "llmchat_judge_verdicts_total",
         "llmchat_judge_score",
         "llmchat_model_rating",
+        "llmchat_model_rating_bound",
         "llmchat_websocket_connections",
         "llmchat_messages_total",
         "llmchat_operator_reconcile_duration_seconds",
