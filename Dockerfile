@@ -35,6 +35,7 @@ RUN bash tools/image/build-venv.sh
 # then the project itself
 COPY README.md ./
 COPY llmchat ./llmchat
+COPY llmchat-tools ./llmchat-tools
 COPY chat-service ./chat-service
 COPY model-worker ./model-worker
 COPY judge ./judge

@@ -95,6 +95,17 @@ def room_lease(room: str) -> str:
     return f"{PREFIX}:room:{{{room}}}:lease"
 
 
+def leader_lease_name(room: str) -> str:
+    """The name of the room's leadership Lease object (Kubernetes), the one naming rule the
+    operator (which creates it) and the workers (which campaign for it) share."""
+    return f"{room}-leader"
+
+
+def judge_lease_name(room: str) -> str:
+    """The name of the room's judge Lease object (Kubernetes): the active judge holds it."""
+    return f"{room}-judge"
+
+
 def alive_prefix(room: str) -> str:
     return f"{PREFIX}:room:{{{room}}}:alive:"
 

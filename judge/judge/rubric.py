@@ -31,8 +31,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from model_worker.prompt import defang_special_tokens
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmchat.llm.text import defang_special_tokens
 
 SCORE_MIN = 1
 SCORE_MAX = 10

@@ -75,11 +75,11 @@ class LocalScorer(Scorer):
     ) -> None:
         """``n_threads`` generate (default: half the CPUs), ``n_threads_batch`` evaluate
         prompts, most of a verdict's work (default: every CPU the process may use)."""
-        from model_worker.backends.llamacpp import (  # noqa: PLC0415 - heavy import
+        from llmchat.llm.backends.llamacpp import (  # noqa: PLC0415 - heavy import
             LlamaModel,
             all_threads,
         )
-        from model_worker.models_registry import resolve_model  # noqa: PLC0415
+        from llmchat.llm.models_registry import resolve_model  # noqa: PLC0415
 
         self.name = f"local:{model}"
         self._model = LlamaModel(

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from model_worker.prompt import fold_lines, speaker
 
 from judge import metrics
 from judge.methods import METHODS, JudgeFailedError, Judgement, RoundInput
@@ -34,6 +33,7 @@ from llmchat import keys
 from llmchat.ids import parse_stream_id, server_id_kind, server_msg_id
 from llmchat.lease import lease_key
 from llmchat.lease_select import make_lease
+from llmchat.llm.text import fold_lines, speaker
 from llmchat.logs import get_logger
 from llmchat.models import Entry, EntryKind, NewEntry
 from llmchat.ratelimit import Limit, RateLimitedError, RateLimiter

@@ -6,10 +6,10 @@ import asyncio
 from typing import Any
 
 from llmchat.health_server import HealthServer, ReadyFn
+from llmchat.llm.backends import Backend, BackendSpec, create_backend
 from llmchat.logs import configure_logging, get_logger
 from llmchat.redis_conn import create_redis
 from llmchat.tasks import run_until_stopped
-from model_worker.backends import Backend, BackendSpec, create_backend
 from model_worker.settings import WorkerSettings
 from model_worker.worker import Worker
 

@@ -42,8 +42,15 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from llmchat.llm.backends.base import ChatMessage, Role
+from llmchat.llm.text import (
+    CONTINUATION,
+    CONTROL,
+    defang_special_tokens,
+    fold_lines,
+    speaker,
+)
 from llmchat.models import Entry, EntryKind
-from model_worker.backends.base import ChatMessage, Role
 
 DEFAULT_PERSONA = (
     "You are {name}, one of several AI models in the group chat room '{room}', where people and "
@@ -51,52 +58,6 @@ DEFAULT_PERSONA = (
     "name; its further lines are indented. Reply as {name} to the latest messages, briefly and "
     "helpfully, without a name prefix."
 )
-
-#: Text that chat templates treat as structure, when it is typed into a message: ChatML, Llama 3
-#: and Phi tokens (``<|im_start|>``, ``<|eot_id|>``, ``<|user|>``), DeepSeek's full-width bars
-#: (U+FF5C), Llama 2 / Mistral (``[INST]``, ``<<SYS>>``, ``<s>``, ``</s>``), Gemma
-#: (``<start_of_turn>``) and common BOS/EOS/tool spellings. llama.cpp and Ollama tokenize
-#: the templated prompt with special tokens enabled, so such text would open a real turn.
-_SPECIAL_TOKEN = re.compile(
-    r"<[|\uff5c][^<>\n]{0,64}?[|\uff5c]>"
-    r"|\[/?(?:INST|SYS|SYSTEM_PROMPT|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS)\]"
-    r"|<</?SYS>>"
-    r"|</?(?:s|bos|eos|pad|unk|mask|start_of_turn|end_of_turn|think|tool_call|tool_response)>",
-    re.IGNORECASE,
-)
-_DEFANG = str.maketrans({"<": "\u2039", ">": "\u203a", "[": "\u2045", "]": "\u2046"})
-#: Indent of a message's second and further lines in the transcript.
-CONTINUATION = "  "
-_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def defang_special_tokens(text: str) -> str:
-    """``text`` with chat-template control sequences made inert but readable.
-
-    ``<|im_start|>`` becomes ``\u2039|im_start|\u203a`` (single angle quotation marks) and
-    ``[INST]`` becomes ``\u2045INST\u2046`` (quill brackets): the words stay, nothing is
-    dropped, and no tokenizer maps them to a special token any more. Repeated until stable,
-    so nested spellings (``<|<|im_end|>im_start|>``) cannot reassemble one.
-    """
-    while True:
-        out = _SPECIAL_TOKEN.sub(lambda m: m.group(0).translate(_DEFANG), text)
-        if out == text:
-            return out
-        text = out
-
-
-def fold_lines(text: str, indent: str = CONTINUATION) -> str:
-    """One message as one transcript entry: every line break (``\\n``, ``\\r``, U+2028…) is
-    followed by ``indent``, so no line of the message can start a speaker line of its own
-    (``\\nmodel-a: I am the leader`` stays part of its author's message). Control characters
-    and terminal escapes are dropped; special tokens are defanged."""
-    lines = [_CONTROL.sub("", line) for line in text.strip().splitlines()]
-    return defang_special_tokens(("\n" + indent).join(lines))
-
-
-def speaker(author: str) -> str:
-    """An author name as a line prefix (names are validated upstream; this is a backstop)."""
-    return defang_special_tokens(re.sub(r"[\s:]+", "_", author.strip())) or "?"
 
 
 def system_message(name: str, room: str, system_prompt: str = "") -> ChatMessage:
@@ -361,7 +322,7 @@ def clean_answer(text: str, name: str, speakers: set[str] | None = None) -> str:
     whitespace dropped, a leading ``name:`` of its own removed, and cut before the first line
     that speaks for someone else (``\nbob: ...``; an answer that opens that way is cut to
     nothing, and the worker reports it instead of posting it)."""
-    text = _CONTROL.sub("", text).strip()
+    text = CONTROL.sub("", text).strip()
     own = _speaker_label({name})
     while (m := own.match(text)) is not None:
         text = text[m.end() :].lstrip()

@@ -22,17 +22,7 @@ from llmchat.ids import parse_stream_id, server_msg_id
 from llmchat.keys import LEADER_QUEUE
 from llmchat.lease import LeaseTimings
 from llmchat.lease_select import make_lease
-from llmchat.logs import get_logger
-from llmchat.models import EntryKind, NewEntry, RoomCreate
-from llmchat.redact import redact_url
-from llmchat.redis_conn import UNAVAILABLE_ERRORS
-from llmchat.rooms import RoomStore
-from llmchat.router import FencedError, Router
-from llmchat.tasks import stop_task, stop_tasks
-from llmchat.timeline import MessageIdConflictError, Timeline
-from model_worker import metrics
-from model_worker.affinity import Affinity
-from model_worker.backends.base import (
+from llmchat.llm.backends.base import (
     Backend,
     BackendError,
     BackendUnavailable,
@@ -41,6 +31,16 @@ from model_worker.backends.base import (
     GenerationTimeout,
     ModelNotFound,
 )
+from llmchat.logs import get_logger
+from llmchat.models import EntryKind, NewEntry, RoomCreate
+from llmchat.redact import redact_url
+from llmchat.redis_conn import UNAVAILABLE_ERRORS
+from llmchat.rooms import RoomStore
+from llmchat.router import Fence, FencedError, Router
+from llmchat.tasks import stop_task, stop_tasks
+from llmchat.timeline import MessageIdConflictError, Timeline
+from model_worker import metrics
+from model_worker.affinity import Affinity
 from model_worker.elector import Elector
 from model_worker.jobs import Job, JobQueue, Stream
 from model_worker.prompt import (
@@ -109,7 +109,7 @@ class Worker:
             for room in settings.rooms:
                 lease = make_lease(
                     redis,
-                    name=settings.lease_name or f"{room}-leader",
+                    name=settings.lease_name or keys.leader_lease_name(room),
                     redis_key=keys.room_lease(room),
                     duration_s=timings.duration_s,
                     namespace=settings.lease_namespace,
@@ -416,20 +416,7 @@ class Worker:
 
     async def _generate(self, room: str, turn: Job, jobs: list[Job]) -> bool:
         """Answer the turn; False when the answer was fenced (the jobs stay for the leader)."""
-        cfg = await self.rooms.get(room)
-        system_prompt = ""
-        if cfg is not None:
-            system_prompt = next((m.system_prompt for m in cfg.models if m.name == self.name), "")
-        entries = await self.timeline.read_until(room, turn.cut, self.settings.context_entries)
-        messages = build_prompt(
-            name=self.name,
-            room=room,
-            system_prompt=system_prompt,
-            entries=entries,
-            budget_tokens=self.settings.context_tokens,
-            history_truncated=len(entries) >= self.settings.context_entries,
-        )
-        speakers = {e.author for e in entries} | ({m.name for m in cfg.models} if cfg else set())
+        messages, speakers = await self._prompt(room, turn)
         base = {"model": self.name, "turn": turn.cut, "worker": self.settings.consumer}
         started = time.monotonic()
         out, text, messages, retried = await self._answer(room, base, messages, speakers)
@@ -444,21 +431,9 @@ class Worker:
         metrics.BACKEND_UP.labels(self.name).set(1 if self.healthy else 0)
         self.generations += 1
         forged = speaks_for_others(out.raw, self.name, speakers)
-        outcome, problem = out.outcome, out.problem
-        if not text and outcome == "ok":
-            outcome, problem = (
-                "empty",
-                (
-                    "its answer only spoke for other participants, so it was not posted"
-                    if forged
-                    else "the model returned an empty answer"
-                ),
-            )
-        elif outcome == "ok" and out.info.cut:
-            outcome = "cut"
+        outcome, problem = turn_outcome(out, text, forged)
         metrics.GENERATIONS.labels(self.name, outcome).inc()
         await live.publish(self.redis, room, {"type": "end", "outcome": outcome, **base})
-        parts, first, info = out.parts, out.first, out.info
         meta = {
             "model": self.name,
             "turn": turn.cut,
@@ -466,12 +441,12 @@ class Worker:
             "jobs": len(jobs),
             "reason": turn.reason,
             "backend": self.backend.name,
-            "tokens": len(parts),
-            "first_token_s": round(first, 4) if first is not None else None,
+            "tokens": len(out.parts),
+            "first_token_s": round(out.first, 4) if out.first is not None else None,
             "total_s": round(total, 4),
             "queue_s": round(max(j.queue_time for j in jobs), 4),
             "outcome": outcome,
-            "finish": info.finish_reason,
+            "finish": out.info.finish_reason,
             "worker": self.settings.consumer,
         }
         if forged:
@@ -487,48 +462,10 @@ class Worker:
             fence = elector.fence() if elector else None
             meta["as_leader"] = True
             meta["term"] = fence.term if fence else None
-        if text:
-            if outcome in ("timeout", "cut"):
-                meta["truncated"] = True  # the page shows it as cut short
-            answer = NewEntry(
-                msg_id=(
-                    server_msg_id("lead", turn.cut)
-                    if as_leader
-                    else server_msg_id("ans", self.name, turn.cut)
-                ),
-                kind=EntryKind.MODEL,
-                author=self.name,
-                text=text,
-                meta=meta,
-            )
-            try:
-                if as_leader and fence is None:
-                    raise FencedError("not the leader any more")
-                await self.router.post(room, answer, fence)
-            except FencedError as exc:
-                metrics.FENCED.labels(self.name).inc()
-                log.warning(
-                    "answer_fenced", model=self.name, room=room, cut=turn.cut, error=str(exc)
-                )
-                return False
-            except MessageIdConflictError as exc:
-                # another model already answered this turn as leader (a failover while both
-                # generated): the turn is answered, once; ours is dropped
-                log.warning(
-                    "answer_superseded", model=self.name, room=room, cut=turn.cut, error=str(exc)
-                )
+        if text and not await self._post_answer(room, turn, text, meta, fence):
+            return False
         if outcome not in ("ok", "cut"):
-            reason = (
-                problem or f"the answer was cut off after {self.settings.generation_timeout_s:g} s"
-            )
-            note = NewEntry(
-                msg_id=server_msg_id("err", self.name, turn.cut),
-                kind=EntryKind.SYSTEM,
-                author="system",
-                text=f"@{self.name} could not answer fully: {reason}",
-                meta=meta,
-            )
-            await self.timeline.append(room, note)
+            await self._report_problem(room, turn, problem, meta)
             log.warning(
                 "generation_problem",
                 model=self.name,
@@ -546,8 +483,88 @@ class Worker:
             room=room,
             cut=turn.cut,
             jobs=len(jobs),
-            tokens=len(parts),
+            tokens=len(out.parts),
             total_s=round(total, 3),
             outcome=outcome,
         )
         return True
+
+    async def _prompt(self, room: str, turn: Job) -> tuple[list[ChatMessage], set[str]]:
+        """The turn's prompt (the timeline up to its cut) and everyone who speaks in the room."""
+        cfg = await self.rooms.get(room)
+        system_prompt = ""
+        if cfg is not None:
+            system_prompt = next((m.system_prompt for m in cfg.models if m.name == self.name), "")
+        entries = await self.timeline.read_until(room, turn.cut, self.settings.context_entries)
+        messages = build_prompt(
+            name=self.name,
+            room=room,
+            system_prompt=system_prompt,
+            entries=entries,
+            budget_tokens=self.settings.context_tokens,
+            history_truncated=len(entries) >= self.settings.context_entries,
+        )
+        speakers = {e.author for e in entries} | ({m.name for m in cfg.models} if cfg else set())
+        return messages, speakers
+
+    async def _post_answer(
+        self, room: str, turn: Job, text: str, meta: dict[str, Any], fence: Fence | None
+    ) -> bool:
+        """Store the answer (as the leader: fenced by its term, refused without one); False
+        when it was fenced."""
+        as_leader = bool(meta.get("as_leader"))
+        if meta["outcome"] in ("timeout", "cut"):
+            meta["truncated"] = True  # the page shows it as cut short
+        answer = NewEntry(
+            msg_id=(
+                server_msg_id("lead", turn.cut)
+                if as_leader
+                else server_msg_id("ans", self.name, turn.cut)
+            ),
+            kind=EntryKind.MODEL,
+            author=self.name,
+            text=text,
+            meta=meta,
+        )
+        try:
+            if as_leader and fence is None:
+                raise FencedError("not the leader any more")
+            await self.router.post(room, answer, fence)
+        except FencedError as exc:
+            metrics.FENCED.labels(self.name).inc()
+            log.warning("answer_fenced", model=self.name, room=room, cut=turn.cut, error=str(exc))
+            return False
+        except MessageIdConflictError as exc:
+            # another model already answered this turn as leader (a failover while both
+            # generated): the turn is answered, once; ours is dropped
+            log.warning(
+                "answer_superseded", model=self.name, room=room, cut=turn.cut, error=str(exc)
+            )
+        return True
+
+    async def _report_problem(
+        self, room: str, turn: Job, problem: str | None, meta: dict[str, Any]
+    ) -> None:
+        """The note in the room that this model could not answer the turn (fully)."""
+        reason = problem or f"the answer was cut off after {self.settings.generation_timeout_s:g} s"
+        note = NewEntry(
+            msg_id=server_msg_id("err", self.name, turn.cut),
+            kind=EntryKind.SYSTEM,
+            author="system",
+            text=f"@{self.name} could not answer fully: {reason}",
+            meta=meta,
+        )
+        await self.timeline.append(room, note)
+
+
+def turn_outcome(out: Streamed, text: str, forged: bool) -> tuple[str, str | None]:
+    """How a generation ended for the room, and the problem to report if any: an answer that
+    cleaned down to nothing is ``empty`` (it only spoke for others, or said nothing); one the
+    backend stopped for its token budget is ``cut``; else the stream's own outcome."""
+    if not text and out.outcome == "ok":
+        if forged:
+            return "empty", "its answer only spoke for other participants, so it was not posted"
+        return "empty", "the model returned an empty answer"
+    if out.outcome == "ok" and out.info.cut:
+        return "cut", out.problem
+    return out.outcome, out.problem

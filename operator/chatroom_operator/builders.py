@@ -20,6 +20,7 @@ from chatroom_operator.spec import (
     RoomRef,
     SecretRef,
 )
+from llmchat import keys
 
 MANAGER = "llmchat-operator"
 PART_OF = "llm-in-the-chat"
@@ -63,14 +64,6 @@ def judge_name(room: str) -> str:
 
 def config_name(room: str) -> str:
     return f"{room}-config"
-
-
-def leader_lease_name(room: str) -> str:
-    return f"{room}-leader"
-
-
-def judge_lease_name(room: str) -> str:
-    return f"{room}-judge"
 
 
 def selector_labels(room: str, component: str, model: str | None = None) -> dict[str, str]:
@@ -290,7 +283,7 @@ def model_deployment(
         _env("LLMCHAT_CONTEXT_TOKENS", spec.context_tokens),
         _env("LLMCHAT_HYSTERESIS", spec.election.hysteresis),
         _env("LLMCHAT_MIN_TENURE_S", spec.election.min_tenure_seconds),
-        _env("LLMCHAT_LEASE_NAME", leader_lease_name(room.name)),
+        _env("LLMCHAT_LEASE_NAME", keys.leader_lease_name(room.name)),
     ]
     host = model.backend_host or (settings.ollama_host if model.backend == "ollama" else None)
     if host:
@@ -328,7 +321,7 @@ def judge_deployment(
     env = [
         *_common_env(room, spec, settings),
         _env("LLMCHAT_JUDGE_PROVIDER", judge.provider),
-        _env("LLMCHAT_LEASE_NAME", judge_lease_name(room.name)),
+        _env("LLMCHAT_LEASE_NAME", keys.judge_lease_name(room.name)),
     ]
     if judge.model:
         env.append(_env("LLMCHAT_JUDGE_MODEL", judge.model))
@@ -395,8 +388,8 @@ def lease(room: RoomRef, name: str, component: str, duration_s: int) -> dict[str
 def room_leases(room: RoomRef, spec: ChatRoomSpec) -> tuple[dict[str, Any], ...]:
     duration = spec.election.lease_duration_seconds
     return (
-        lease(room, leader_lease_name(room.name), LEADER_LEASE, duration),
-        lease(room, judge_lease_name(room.name), JUDGE_LEASE, duration),
+        lease(room, keys.leader_lease_name(room.name), LEADER_LEASE, duration),
+        lease(room, keys.judge_lease_name(room.name), JUDGE_LEASE, duration),
     )
 
 

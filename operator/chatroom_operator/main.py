@@ -20,8 +20,9 @@ from typing import Any
 import kopf
 
 from chatroom_operator import metrics
-from chatroom_operator.handlers import Reconciler, register
+from chatroom_operator.handlers import register
 from chatroom_operator.kube import Kube, new_api_client
+from chatroom_operator.reconciler import Reconciler
 from chatroom_operator.settings import OperatorSettings
 from llmchat.health_server import HealthServer
 from llmchat.lease import LeaseRecord

@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from chatroom_operator.builders import judge_lease_name, judge_name, leader_lease_name, worker_name
+from chatroom_operator.builders import judge_name, worker_name
 from chatroom_operator.spec import ChatRoomSpec, RoomRef, SecretRef
+from chatroom_operator.views import DeploymentView, LeaseView, format_time
+from llmchat import keys
 
 PENDING = "Pending"
 PROGRESSING = "Progressing"
@@ -34,90 +36,6 @@ class Problem:
     message: str
     #: The judge cannot start (its Deployment is left out until this is fixed).
     blocks_judge: bool = False
-
-
-@dataclass(frozen=True)
-class DeploymentView:
-    """What the status needs from a child Deployment (kept in the operator's index)."""
-
-    name: str
-    owner_uid: str | None
-    replicas: int
-    ready_replicas: int
-    updated_replicas: int
-    status_replicas: int
-    generation: int
-    observed_generation: int
-
-    @classmethod
-    def from_body(
-        cls, name: str, meta: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any]
-    ) -> DeploymentView:
-        owners = [o for o in meta.get("ownerReferences") or [] if o.get("controller")]
-        return cls(
-            name=name,
-            owner_uid=owners[0].get("uid") if owners else None,
-            replicas=int(spec.get("replicas", 1)),
-            ready_replicas=int(status.get("readyReplicas") or 0),
-            updated_replicas=int(status.get("updatedReplicas") or 0),
-            status_replicas=int(status.get("replicas") or 0),
-            generation=int(meta.get("generation") or 0),
-            observed_generation=int(status.get("observedGeneration") or 0),
-        )
-
-    def ready_for(self, desired: int) -> bool:
-        """Rolled out: the desired replicas, all updated and ready, no old ones left."""
-        return (
-            self.replicas == desired
-            and self.observed_generation >= self.generation
-            and self.updated_replicas >= desired
-            and self.ready_replicas >= desired
-            and self.status_replicas == desired
-        )
-
-
-@dataclass(frozen=True)
-class LeaseView:
-    """A room Lease: who holds it, in which term, until when."""
-
-    name: str
-    holder: str | None
-    term: int
-    renewed_at: dt.datetime | None
-    duration_s: int
-
-    @classmethod
-    def from_spec(cls, name: str, spec: Mapping[str, Any]) -> LeaseView:
-        renewed = spec.get("renewTime")
-        return cls(
-            name=name,
-            holder=spec.get("holderIdentity") or None,
-            term=int(spec.get("leaseTransitions") or 0),
-            renewed_at=_parse_time(renewed) if isinstance(renewed, str) else None,
-            duration_s=int(spec.get("leaseDurationSeconds") or 0),
-        )
-
-    def live_holder(self, now: dt.datetime) -> str | None:
-        if self.holder is None or self.renewed_at is None:
-            return None
-        if now >= self.renewed_at + dt.timedelta(seconds=self.duration_s):
-            return None
-        return self.holder
-
-
-def _parse_time(value: str) -> dt.datetime | None:
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def format_time(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# -- problems ----------------------------------------------------------------------------------
 
 
 def secrets_needed(spec: ChatRoomSpec, redis: SecretRef | None = None) -> set[str]:
@@ -254,6 +172,81 @@ def _condition(
     }
 
 
+@dataclass
+class _Readiness:
+    """What the room's children report, gathered for its status."""
+
+    models: list[dict[str, Any]] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # "name (ready/wanted ready)"
+    unavailable: list[str] = field(default_factory=list)  # no ready replica at all
+    total_ready: int = 0
+
+
+def _model_readiness(
+    room: RoomRef,
+    spec: ChatRoomSpec,
+    by_name: Mapping[str, DeploymentView],
+    ratings: Mapping[str, float] | None,
+) -> _Readiness:
+    out = _Readiness()
+    for m in spec.models:
+        dep = by_name.get(worker_name(room.name, m.name))
+        ready = dep.ready_replicas if dep else 0
+        out.total_ready += ready
+        is_ready = m.replicas == 0 or (dep is not None and dep.ready_for(m.replicas))
+        entry: dict[str, Any] = {
+            "name": m.name,
+            "replicas": m.replicas,
+            "readyReplicas": ready,
+            "ready": is_ready,
+        }
+        if ratings and m.name in ratings:
+            entry["rating"] = round(float(ratings[m.name]), 1)
+        out.models.append(entry)
+        if not is_ready:
+            out.waiting.append(f"{m.name} ({ready}/{m.replicas} ready)")
+        if m.replicas > 0 and ready == 0:
+            out.unavailable.append(m.name)
+    return out
+
+
+def _room_conditions(
+    r: _Readiness,
+    problems: list[Problem],
+    previous: Mapping[str, Any] | None,
+    generation: int,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    before = {c["type"]: c for c in (previous or {}).get("conditions") or [] if "type" in c}
+    condition = functools.partial(_condition, generation=generation, previous=before, now=now)
+    return [
+        condition(
+            kind="Available",
+            ok=not r.unavailable,
+            reason="MinimumReplicasAvailable" if not r.unavailable else "ReplicasUnavailable",
+            message="every model and the judge have a ready replica"
+            if not r.unavailable
+            else f"no ready replica: {', '.join(r.unavailable)}",
+        ),
+        condition(
+            kind="Progressing",
+            ok=bool(r.waiting),
+            reason="RollingOut" if r.waiting else "RolloutComplete",
+            message=f"waiting for {', '.join(r.waiting)}"
+            if r.waiting
+            else "every replica is up to date",
+        ),
+        condition(
+            kind="Degraded",
+            ok=bool(problems),
+            reason=problems[0].reason if problems else "AsExpected",
+            message="; ".join(p.message for p in problems)
+            if problems
+            else "the room works as specified",
+        ),
+    ]
+
+
 def compute_status(
     *,
     room: RoomRef,
@@ -268,101 +261,45 @@ def compute_status(
     """The room's whole ``status`` from its children (owned by this room only)."""
     by_name = {d.name: d for d in deployments if d.owner_uid in (None, room.uid)}
     lease_by_name = {lease.name: lease for lease in leases}
-    models: list[dict[str, Any]] = []
-    waiting: list[str] = []
-    unavailable: list[str] = []
-    total_ready = 0
-    for m in spec.models:
-        dep = by_name.get(worker_name(room.name, m.name))
-        ready = dep.ready_replicas if dep else 0
-        total_ready += ready
-        is_ready = m.replicas == 0 or (dep is not None and dep.ready_for(m.replicas))
-        entry: dict[str, Any] = {
-            "name": m.name,
-            "replicas": m.replicas,
-            "readyReplicas": ready,
-            "ready": is_ready,
-        }
-        if ratings and m.name in ratings:
-            entry["rating"] = round(float(ratings[m.name]), 1)
-        models.append(entry)
-        if not is_ready:
-            waiting.append(f"{m.name} ({ready}/{m.replicas} ready)")
-        if m.replicas > 0 and ready == 0:
-            unavailable.append(m.name)
+    r = _model_readiness(room, spec, by_name, ratings)
 
-    judge_blocked = any(p.blocks_judge for p in problems)
     judge_replicas = spec.judge.replicas
     judge_dep = by_name.get(judge_name(room.name))
     judge_ready = judge_dep.ready_replicas if judge_dep else 0
-    total_ready += judge_ready
+    r.total_ready += judge_ready
     judge_ok = judge_replicas == 0 or (
         judge_dep is not None and judge_dep.ready_for(judge_replicas)
     )
-    if not judge_ok and not judge_blocked:
-        waiting.append(f"judge ({judge_ready}/{judge_replicas} ready)")
+    if not judge_ok and not any(p.blocks_judge for p in problems):
+        r.waiting.append(f"judge ({judge_ready}/{judge_replicas} ready)")
     if judge_replicas > 0 and judge_ready == 0:
-        unavailable.append("judge")
+        r.unavailable.append("judge")
 
-    all_ready = not waiting and judge_ok
     if problems:
         phase = DEGRADED
-    elif all_ready:
+    elif not r.waiting and judge_ok:
         phase = READY
-    elif total_ready == 0:
+    elif r.total_ready == 0:
         phase = PENDING
     else:
         phase = PROGRESSING
 
-    previous = previous or {}
-    before = {c["type"]: c for c in previous.get("conditions") or [] if "type" in c}
-    gen = room.generation
-    ready_models = sum(1 for m in models if m["ready"])
-    condition = functools.partial(_condition, generation=gen, previous=before, now=now)
-    conditions = [
-        condition(
-            kind="Available",
-            ok=not unavailable,
-            reason="MinimumReplicasAvailable" if not unavailable else "ReplicasUnavailable",
-            message="every model and the judge have a ready replica"
-            if not unavailable
-            else f"no ready replica: {', '.join(unavailable)}",
-        ),
-        condition(
-            kind="Progressing",
-            ok=bool(waiting),
-            reason="RollingOut" if waiting else "RolloutComplete",
-            message=f"waiting for {', '.join(waiting)}"
-            if waiting
-            else "every replica is up to date",
-        ),
-        condition(
-            kind="Degraded",
-            ok=bool(problems),
-            reason=problems[0].reason if problems else "AsExpected",
-            message="; ".join(p.message for p in problems)
-            if problems
-            else "the room works as specified",
-        ),
-    ]
-
-    leader_lease = lease_by_name.get(leader_lease_name(room.name))
-    judge_lease = lease_by_name.get(judge_lease_name(room.name))
-    leader = leader_lease.live_holder(now) if leader_lease else None
+    leader_lease = lease_by_name.get(keys.leader_lease_name(room.name))
+    judge_lease = lease_by_name.get(keys.judge_lease_name(room.name))
     return {
         "phase": phase,
-        "leader": leader,
+        "leader": leader_lease.live_holder(now) if leader_lease else None,
         "term": leader_lease.term if leader_lease else 0,
-        "readyModels": f"{ready_models}/{len(models)}",
+        "readyModels": f"{sum(1 for m in r.models if m['ready'])}/{len(r.models)}",
         "modelNames": ",".join(m.name for m in spec.models),
-        "observedGeneration": gen,
-        "models": models,
+        "observedGeneration": room.generation,
+        "models": r.models,
         "judge": {
             "replicas": judge_replicas,
             "readyReplicas": judge_ready,
             "holder": judge_lease.live_holder(now) if judge_lease else None,
         },
-        "conditions": conditions,
+        "conditions": _room_conditions(r, problems, previous, room.generation, now),
     }
 
 
@@ -377,3 +314,24 @@ def _strip(value: Any) -> Any:
     if isinstance(value, list):
         return [_strip(v) for v in value]
     return value
+
+
+def transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The Events (type, reason, message) a person watching the room wants to see."""
+    events: list[tuple[str, str, str]] = []
+    if old.get("phase") != new["phase"]:
+        phase = new["phase"]
+        if phase == DEGRADED:
+            degraded = next(c for c in new["conditions"] if c["type"] == "Degraded")
+            events.append(("Warning", degraded["reason"], degraded["message"]))
+        elif phase == READY:
+            events.append(("Normal", "RoomReady", "every model and the judge ready"))
+        elif old.get("phase") == DEGRADED:
+            events.append(("Normal", "Recovered", f"no longer degraded; now {phase}"))
+    if old.get("leader") != new["leader"] and (old.get("leader") or new["leader"]):
+        if new["leader"]:
+            message = f"{new['leader']} leads (term {new['term']})"
+        else:
+            message = f"{old.get('leader')} lost the lead; no leader"
+        events.append(("Normal", "LeaderChanged", message))
+    return events

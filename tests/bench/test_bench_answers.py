@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from llmchat.bench.answers import (
+from llmchat_tools.bench.answers import (
     DEFAULT_QUESTIONS,
     Question,
     QuestionFileError,

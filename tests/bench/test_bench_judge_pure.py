@@ -7,8 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-
-from llmchat.bench.election import (
+from llmchat_tools.bench.election import (
     JudgedRound,
     agreement,
     leader_changes,
@@ -17,7 +16,7 @@ from llmchat.bench.election import (
     rounds_to_lead,
     settled,
 )
-from llmchat.bench.judge import (
+from llmchat_tools.bench.judge import (
     DATA,
     DEFAULT_PAIRS,
     Pair,
@@ -31,6 +30,7 @@ from llmchat.bench.judge import (
     pass_verdicts,
     summarise,
 )
+
 from llmchat.ratings import Rating, update
 
 

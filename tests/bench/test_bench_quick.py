@@ -25,7 +25,7 @@ def _sane(value: float, low: float = 0.0, high: float = math.inf) -> bool:
 
 @pytest.mark.model
 def test_worker_quick(tmp_path: Path) -> None:
-    from llmchat.bench.worker import run_suite
+    from llmchat_tools.bench.worker import run_suite
 
     run_suite(tmp_path, quick=True, reps=2, max_tokens=16)
     data = _read(tmp_path)
@@ -37,7 +37,7 @@ def test_worker_quick(tmp_path: Path) -> None:
 
 @pytest.mark.model
 def test_context_quick(tmp_path: Path) -> None:
-    from llmchat.bench.context import run_suite
+    from llmchat_tools.bench.context import run_suite
 
     run_suite(tmp_path, quick=True, turns=3, max_tokens=8, configs=["nocache", "cache"])
     data = _read(tmp_path)
@@ -47,7 +47,7 @@ def test_context_quick(tmp_path: Path) -> None:
 
 
 def test_fanout_quick(tmp_path: Path) -> None:
-    from llmchat.bench.fanout import run_suite
+    from llmchat_tools.bench.fanout import run_suite
 
     run_suite(
         tmp_path,
@@ -71,7 +71,7 @@ def test_fanout_quick(tmp_path: Path) -> None:
 
 @pytest.mark.model
 def test_failover_quick(tmp_path: Path) -> None:
-    from llmchat.bench.failover import run_suite
+    from llmchat_tools.bench.failover import run_suite
 
     run_suite(tmp_path, quick=True, reps=1, slow_reps=0)
     data = _read(tmp_path)
@@ -84,7 +84,7 @@ def test_failover_quick(tmp_path: Path) -> None:
 def test_judge_quick(tmp_path: Path) -> None:
     """The room's judge on four committed pairs, plus the rubric on two: figures written, the
     last line's numbers are the summary's."""
-    from llmchat.bench.judge import DEFAULT_PAIRS, last_line, run_suite
+    from llmchat_tools.bench.judge import DEFAULT_PAIRS, last_line, run_suite
 
     summary = run_suite(DEFAULT_PAIRS, None, None, 4, tmp_path)
     data = _read(tmp_path)
@@ -109,7 +109,7 @@ def test_judge_quick(tmp_path: Path) -> None:
 def test_election_quick(tmp_path: Path) -> None:
     """A live room of three questions, two seeds replaying its judged rounds (two each) and two
     rounds of the equal-models check, end to end."""
-    from llmchat.bench.election import run_suite
+    from llmchat_tools.bench.election import run_suite
 
     questions = tmp_path / "q.jsonl"
     questions.write_text(

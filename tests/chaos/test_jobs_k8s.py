@@ -17,9 +17,10 @@ import yaml
 from chatroom_operator import builders
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from llmchat_tools.cli.chaos import ChaosError, kill_pods
+from llmchat_tools.devcluster import ClusterHandle
 
-from llmchat.cli.chaos import ChaosError, kill_pods
-from llmchat.devcluster import ClusterHandle
+from llmchat import keys
 from tests.chaos.conftest import CHAOS_DIR, Tool, in_namespace
 
 pytestmark = pytest.mark.k8s
@@ -184,7 +185,7 @@ def test_kill_pod_leader_of_deletes_a_pod_of_the_lease_holder(
     lease = {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": {"name": builders.leader_lease_name("lobby")},
+        "metadata": {"name": keys.leader_lease_name("lobby")},
         "spec": {
             "holderIdentity": "sprout",
             "leaseDurationSeconds": 30,
@@ -235,7 +236,7 @@ def test_kill_pod_judge_of_deletes_the_active_judge_only(
     lease = {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": {"name": builders.judge_lease_name("lobby")},
+        "metadata": {"name": keys.judge_lease_name("lobby")},
         "spec": {
             "holderIdentity": active,
             "leaseDurationSeconds": 30,

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from llmchat.bench.scenarios_faults import SCENARIOS
-from llmchat.bench.scenarios_measures import (
+from llmchat_tools.bench.scenarios_faults import SCENARIOS
+from llmchat_tools.bench.scenarios_measures import (
     Summary,
     check_integrity,
     delivery_latencies,

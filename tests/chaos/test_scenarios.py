@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from llmchat.bench.scenarios import run_scenarios
-from llmchat.bench.scenarios_faults import MODEL_CRASH, SCENARIOS
-from llmchat.bench.scenarios_report import write_all
-from llmchat.bench.scenarios_runner import RunConfig
+from llmchat_tools.bench.scenarios import run_scenarios
+from llmchat_tools.bench.scenarios_faults import MODEL_CRASH, SCENARIOS
+from llmchat_tools.bench.scenarios_report import write_all
+from llmchat_tools.bench.scenarios_runner import RunConfig
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from llmchat_tools.cli.chaos import ChaosError, storm_room
 
-from llmchat.cli.chaos import ChaosError, storm_room
 from tests.support.api import all_entries, make_room
 from tests.support.auth import token
 from tests.support.procs import ChatService

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
+from llmchat_tools.devcluster import Binaries, ClusterHandle
 
-from llmchat.devcluster import Binaries, ClusterHandle
 from tests.chart.conftest import CHART, ROOT, poll
 from tests.k8s.conftest import Tool
 from tests.operator.conftest import OperatorProcess

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from llmchat_tools.client import RoomClient
 
-from llmchat.client import RoomClient
 from tests.chart.conftest import CHART, ROOT
 from tests.operator.conftest import OperatorProcess, free_port
 from tests.support.api import make_room

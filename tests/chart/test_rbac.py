@@ -24,8 +24,8 @@ import yaml
 from chatroom_operator.builders import children
 from chatroom_operator.settings import OperatorSettings
 from chatroom_operator.spec import RoomRef, parse_spec
+from llmchat_tools.devcluster import Binaries
 
-from llmchat.devcluster import Binaries
 from tests.chart.conftest import CHART, ROOT, poll
 from tests.k8s.conftest import Tool
 

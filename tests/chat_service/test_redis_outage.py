@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 
 import httpx
+from llmchat_tools.client import RoomClient
 
-from llmchat.client import RoomClient
 from tests.support.auth import admin_headers, headers, token
 from tests.support.procs import ChatService, RedisServer
 

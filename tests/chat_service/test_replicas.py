@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Callable
 
 import httpx
+from llmchat_tools.client import RoomClient
 
-from llmchat.client import RoomClient
 from tests.support.auth import admin_headers, headers, token
 from tests.support.procs import ChatService
 

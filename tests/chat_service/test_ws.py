@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from llmchat_tools.client import ClientError, RoomClient
 
 from llmchat.auth import TokenSigner
-from llmchat.client import ClientError, RoomClient
 from tests.support.auth import ADMIN_TOKEN, TOKEN_SECRET, admin_headers, headers, token
 from tests.support.procs import ChatService
 

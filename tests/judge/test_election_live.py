@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from llmchat_tools.client import RoomClient
 
-from llmchat.client import RoomClient
 from tests.support.api import all_entries, make_room
 from tests.support.auth import admin_headers, token
 from tests.support.procs import ChatService, JudgeProc, ModelWorker

@@ -15,7 +15,7 @@ from judge.rubric import Candidate
 from judge.scorers import GeminiScorer, ScorerError
 from judge.service import score_round
 
-from tests.backends.serving import ServerThread
+from tests.llmchat.llm.serving import ServerThread
 
 KEY = "judge-test-key-SECRET"
 

@@ -23,8 +23,8 @@ from judge.rubric import (
 )
 from judge.scorers import Scorer
 from judge.service import render_context, score_round
-from model_worker.prompt import defang_special_tokens
 
+from llmchat.llm.text import defang_special_tokens
 from llmchat.models import Entry, EntryKind
 
 PLANTED = json.dumps(

@@ -52,7 +52,7 @@ def test_the_default_local_judge_is_no_contestant_and_reads_probabilities() -> N
 
 def test_prompts_are_evaluated_on_every_cpu(judge: LocalScorer) -> None:
     """Prompt evaluation (most of a verdict) uses every CPU, generation half of them."""
-    from model_worker.backends.llamacpp import all_threads, default_threads
+    from llmchat.llm.backends.llamacpp import all_threads, default_threads
 
     model = judge._model
     assert (model.n_threads_batch, model.n_threads) == (all_threads(), default_threads())

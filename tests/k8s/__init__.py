@@ -1,1 +1,2 @@
-"""Tests against the real loopback Kubernetes control plane (tools/k8s, llmchat.devcluster)."""
+"""Tests against the real loopback Kubernetes control plane (tools/k8s,
+llmchat_tools.devcluster)."""

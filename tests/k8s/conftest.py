@@ -25,8 +25,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
-
-from llmchat.devcluster import (
+from llmchat_tools.devcluster import (
     Binaries,
     BinariesNotFoundError,
     BuildError,

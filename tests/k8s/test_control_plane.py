@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
-
-from llmchat.devcluster import (
+from llmchat_tools.devcluster import (
     BINARY_NAMES,
     Binaries,
     ClusterHandle,
     ClusterStartError,
     DevCluster,
 )
+
 from tests.k8s.conftest import Tool
 
 pytestmark = pytest.mark.k8s

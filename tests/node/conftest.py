@@ -6,7 +6,7 @@
   in ~/.cache/llm-in-the-chat; a warm run checks them in about a second. If they cannot be
   built, every test of the tier FAILS saying what to install; none is skipped.
 - ``real_node`` (module): the control plane and one real node in namespaces of their own
-  (llmchat.devcluster.node), torn down at the end of the module. Its teardown compares the
+  (llmchat_tools.devcluster.node), torn down at the end of the module. Its teardown compares the
   host with what it recorded before starting; the tier's last test asserts they are identical.
 """
 
@@ -22,11 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from llmchat_tools.devcluster import (
+    BinariesNotFoundError,
+    BuildError,
+    build_binaries,
+    find_binaries,
+)
+from llmchat_tools.devcluster.binaries import Binaries
+from llmchat_tools.devcluster.images import ImageArchive, ImageError, build_project_images
+from llmchat_tools.devcluster.node import NodeError, RealNodeCluster
 
-from llmchat.devcluster import BinariesNotFoundError, BuildError, build_binaries, find_binaries
-from llmchat.devcluster.binaries import Binaries
-from llmchat.devcluster.images import ImageArchive, ImageError, build_project_images
-from llmchat.devcluster.node import NodeError, RealNodeCluster
 from tests.k8s.conftest import Tool
 
 HERE = Path(__file__).parent

@@ -1,7 +1,7 @@
 """People in a room, through the chat-service Service: what the real-node tier measures with.
 
 Each person signs up over REST (as the web page does), joins the room and keeps a WebSocket
-open (``llmchat.client.RoomClient``: it resumes with its cursor after a drop and re-sends what
+open (``llmchat_tools.client.RoomClient``: it resumes with its cursor after a drop and re-sends what
 was not acknowledged). The conversation records, on the wall clock (the same clock as Redis'
 stream ids on this machine): every post sent and acknowledged, every entry each person
 received, and every time a person's connection opened and to which chat-service replica.
@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from llmchat_tools.bench.scenarios_measures import Integrity, check_integrity
+from llmchat_tools.client import RoomClient
 from websockets.asyncio.client import ClientConnection
 
 from llmchat.auth import authorization
-from llmchat.bench.scenarios_measures import Integrity, check_integrity
-from llmchat.client import RoomClient
 
 
 class TrackedClient(RoomClient):

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from llmchat.devcluster.hoststate import HostState
-from llmchat.devcluster.images import containerd_ref, write_scratch_image
-from llmchat.devcluster.netns import parse_route_get
-from llmchat.devcluster.node_config import (
+from llmchat_tools.devcluster.hoststate import HostState
+from llmchat_tools.devcluster.images import containerd_ref, write_scratch_image
+from llmchat_tools.devcluster.netns import parse_route_get
+from llmchat_tools.devcluster.node_config import (
     KUBELET_SYSCTLS,
     NodeNetwork,
     NodePaths,

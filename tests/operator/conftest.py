@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from llmchat_tools.devcluster import ClusterHandle
 
-from llmchat.devcluster import ClusterHandle
 from tests.k8s.conftest import *  # noqa: F403  (the shared k8s fixtures; one cluster per session)
 from tests.k8s.conftest import Tool, _no_ambient_kubeconfig  # noqa: F401
 from tests.support.procs import START_TIMEOUT_S

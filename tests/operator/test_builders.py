@@ -23,12 +23,11 @@ from chatroom_operator.status import (
     PENDING,
     PROGRESSING,
     READY,
-    DeploymentView,
-    LeaseView,
     compute_status,
     find_problems,
     secrets_needed,
 )
+from chatroom_operator.views import DeploymentView, LeaseView
 
 from llmchat.models import RoomCreate
 

@@ -8,8 +8,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from llmchat_tools.devcluster.kwok import fake_node
 
-from llmchat.devcluster.kwok import fake_node
 from tests.k8s.conftest import Tool
 from tests.operator.conftest import OperatorProcess, room, wait_for
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 import websockets
+from llmchat_tools.client import RoomClient
 
-from llmchat.client import RoomClient
 from tests.support.api import all_entries, join, make_room, post
 from tests.support.auth import token
 from tests.support.net import require_local

@@ -10,9 +10,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 import websockets
+from llmchat_tools.client import RoomClient
 from websockets.exceptions import ConnectionClosed
 
-from llmchat.client import RoomClient
 from tests.support.api import all_entries, join, make_room
 from tests.support.auth import admin_headers, headers, token
 from tests.support.procs import ChatService
@@ -23,26 +23,31 @@ StartService = Callable[..., ChatService]
 def test_rest_posts_over_the_person_limit_get_429_and_nothing_is_stored(
     chat_service_factory: StartService,
 ) -> None:
+    # one message every 10 s after a burst of 3: the five posts below cannot earn a token back
+    # however slowly a busy machine sends them (they take well under 10 s)
     svc = chat_service_factory(
-        "limited", LLMCHAT_USER_MESSAGES_PER_MINUTE="60", LLMCHAT_USER_BURST="3"
+        "limited", LLMCHAT_USER_MESSAGES_PER_MINUTE="6", LLMCHAT_USER_BURST="3"
     )
     make_room(svc.url, "lobby", "all", [])
     for who in ("alice", "bob"):
         join(svc.url, "lobby", who)
     url = f"{svc.url}/api/v1/rooms/lobby/messages"
+    started = time.monotonic()
     codes = [
         httpx.post(url, json={"text": f"a{i}"}, headers=headers("alice")).status_code
         for i in range(5)
     ]
-    assert codes == [201, 201, 201, 429, 429]
     refused = httpx.post(url, json={"text": "again"}, headers=headers("alice"))
+    assert time.monotonic() - started < 10, "too slow to test the burst"
+    assert codes == [201, 201, 201, 429, 429]
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "rate_limited"
-    assert "60 per minute (burst 3)" in refused.json()["error"]["message"]
-    assert refused.headers["Retry-After"] == "1"  # one message a second
+    assert "6 per minute (burst 3)" in refused.json()["error"]["message"]
+    retry_after = int(refused.headers["Retry-After"])
+    assert 1 <= retry_after <= 10  # one message every 10 s
     # bob has his own bucket
     assert httpx.post(url, json={"text": "b0"}, headers=headers("bob")).status_code == 201
-    time.sleep(1.1)
+    time.sleep(retry_after + 0.2)  # Retry-After tells the truth: alice may post again
     assert httpx.post(url, json={"text": "a-later"}, headers=headers("alice")).status_code == 201
     assert [e["text"] for e in all_entries(svc.url)] == ["a0", "a1", "a2", "b0", "a-later"]
     metrics = httpx.get(svc.url + "/metrics").text
@@ -113,8 +118,8 @@ async def test_websocket_posts_over_the_limit_get_an_error_frame_and_the_client_
     chat_service_factory: StartService,
 ) -> None:
     svc = chat_service_factory(
-        "ws-limited", LLMCHAT_USER_MESSAGES_PER_MINUTE="120", LLMCHAT_USER_BURST="2"
-    )
+        "ws-limited", LLMCHAT_USER_MESSAGES_PER_MINUTE="12", LLMCHAT_USER_BURST="2"
+    )  # a token every 5 s: the third post cannot earn one back, however busy the machine
     make_room(svc.url, "lobby", "all", [])
     url = f"{svc.ws_url}/api/v1/rooms/lobby/ws"
     async with websockets.connect(
@@ -131,7 +136,7 @@ async def test_websocket_posts_over_the_limit_get_an_error_frame_and_the_client_
         assert replies["m-0"]["type"] == "ack" and replies["m-1"]["type"] == "ack"
         third = replies["m-2"]
         assert third["type"] == "error" and third["code"] == "rate_limited"
-        assert 0 < float(str(third["retry_after"])) <= 0.5
+        assert 0 < float(str(third["retry_after"])) <= 5
     # the resilient client waits retry_after and re-sends: every post lands, once
     client = RoomClient([svc.url], "lobby", token=token("bob"))
     await client.start()
@@ -139,7 +144,7 @@ async def test_websocket_posts_over_the_limit_get_an_error_frame_and_the_client_
         started = time.monotonic()
         acks = await asyncio.gather(*(client.post(f"b{i}", msg_id=f"b-{i}") for i in range(4)))
         assert all(a["type"] == "ack" for a in acks)
-        assert time.monotonic() - started >= 0.4  # two of the four waited for tokens
+        assert time.monotonic() - started >= 4  # two of the four waited for tokens
         assert any(e["code"] == "rate_limited" for e in client.errors)
     finally:
         await client.close()

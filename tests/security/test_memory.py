@@ -23,9 +23,9 @@ import httpx
 import pytest
 import websockets
 from chat_service.settings import ChatServiceSettings
+from llmchat_tools.client import RoomClient
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from llmchat.client import RoomClient
 from tests.support.api import make_room
 from tests.support.auth import TOKEN_SECRET, token
 from tests.support.net import require_local

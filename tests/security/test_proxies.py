@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from llmchat_tools.local import up
+from llmchat_tools.local.credentials import LocalCredentials
 
-from llmchat.local import up
-from llmchat.local.credentials import LocalCredentials
 from tests.support.net import require_local
 from tests.support.procs import ChatService, RedisServer, free_port
 from tests.web.conftest import Balancer

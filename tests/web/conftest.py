@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from llmchat_tools.local.proxy import Backend, TcpBalancer
 
-from llmchat.local.proxy import Backend, TcpBalancer
 from tests.support.api import make_room
 from tests.support.procs import ChatService, JudgeProc, ModelWorker, free_port
 
@@ -87,7 +87,7 @@ def page(browser: Any) -> Iterator[Any]:
 
 @dataclass
 class Balancer:
-    """``llmchat.local.proxy.TcpBalancer`` on its own event loop in a thread."""
+    """``llmchat_tools.local.proxy.TcpBalancer`` on its own event loop in a thread."""
 
     backends: list[Backend]
     port: int = field(default_factory=free_port)

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from llmchat_tools.chat_cli import ChatView, render_entry
 from rich.console import Console
 from rich.text import Text
 
-from llmchat.chat_cli import ChatView, render_entry
 from tests.support.api import all_entries, join, make_room, post
 from tests.support.auth import token
 from tests.support.procs import ROOT, ChatService, free_port
@@ -168,14 +168,14 @@ def test_terminal_client_explains_a_refusal(
 ) -> None:
     make_room(service.url, "lobby", "all", ["smol"])
     term = terminals("lobby", "--url", service.url, "--name", "smol")
-    assert term.proc.wait(15) == 2
+    assert term.proc.wait(60) == 2
     term.wait_for("cannot join 'lobby' as 'smol'")
     term.wait_for("a model in this room has that name")
     # a registered name cannot be signed up again: the client says how to sign in instead
     assert httpx.post(service.url + "/api/v1/auth/signup", json={"name": "erin"}).is_success
     _say(service.url, "erin", "hi")
     term = terminals("lobby", "--url", service.url, "--name", "erin")
-    assert term.proc.wait(15) == 2
+    assert term.proc.wait(60) == 2
     term.wait_for("the name 'erin' is taken")
     term.wait_for("--token")
 

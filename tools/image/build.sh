@@ -44,7 +44,7 @@ inputs_key() {
 	(
 		cd "$ROOT"
 		echo "$BASE"
-		find Dockerfile .dockerignore pyproject.toml uv.lock README.md llmchat chat-service \
+		find Dockerfile .dockerignore pyproject.toml uv.lock README.md llmchat llmchat-tools chat-service \
 			model-worker judge operator tools/uv tools/image tools/llama/cmake-args \
 			tools/llama/build-wheel.sh tools/llama/lock-info.sh -type f \
 			! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 |

@@ -38,7 +38,7 @@ log "${#staging[@]} staging modules -> $staging_version"
 
 cd "$HERE"
 rm -f go.mod go.sum
-go mod init llmchat.local/tools/k8s >/dev/null 2>&1
+go mod init llmchat_tools.local/tools/k8s >/dev/null 2>&1
 go mod edit -go=1.24.0 -require="k8s.io/kubernetes@$K8S_VERSION"
 for m in "${staging[@]}"; do
 	go mod edit "-replace=$m=$m@$staging_version"
@@ -62,14 +62,14 @@ gen_simple() { # dir module-path require@version tool-package
 }
 
 mkdir -p "$HERE/etcd" "$HERE/kwok" "$HERE/helm"
-gen_simple etcd llmchat.local/tools/k8s/etcd "go.etcd.io/etcd/server/v3@$ETCD_VERSION" go.etcd.io/etcd/server/v3
-gen_simple kwok llmchat.local/tools/k8s/kwok "sigs.k8s.io/kwok@$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
-gen_simple helm llmchat.local/tools/k8s/helm "helm.sh/helm/v3@$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+gen_simple etcd llmchat_tools.local/tools/k8s/etcd "go.etcd.io/etcd/server/v3@$ETCD_VERSION" go.etcd.io/etcd/server/v3
+gen_simple kwok llmchat_tools.local/tools/k8s/kwok "sigs.k8s.io/kwok@$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
+gen_simple helm llmchat_tools.local/tools/k8s/helm "helm.sh/helm/v3@$HELM_VERSION" helm.sh/helm/v3/cmd/helm
 # coredns: our own main.go (the plugin set) in the module; only go.mod/go.sum are regenerated
 log "coredns: github.com/coredns/coredns@$COREDNS_VERSION"
 cd "$HERE/coredns"
 rm -f go.mod go.sum
-go mod init llmchat.local/tools/k8s/coredns >/dev/null 2>&1
+go mod init llmchat_tools.local/tools/k8s/coredns >/dev/null 2>&1
 go mod edit -go=1.24.0 -require="github.com/coredns/coredns@$COREDNS_VERSION"
 go mod tidy
 go mod edit -toolchain=none

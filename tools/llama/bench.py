@@ -11,8 +11,8 @@ import statistics
 import sys
 import time
 
-from model_worker.backends import ChatMessage
-from model_worker.backends.llamacpp import LlamaCppBackend
+from llmchat.llm.backends import ChatMessage
+from llmchat.llm.backends.llamacpp import LlamaCppBackend
 
 PROMPT = [
     ChatMessage(role="system", content="You are a helpful assistant in a group chat."),
