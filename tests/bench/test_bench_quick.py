@@ -95,6 +95,7 @@ def test_judge_quick(tmp_path: Path) -> None:
         and first["right"] + first["ties"] + first["wrong"] + first["failed"] == 4
     )
     assert first["failed"] == 0 and first["swap_consistency"] == 1.0
+    assert data["warmup_s"] > 0  # the untimed first verdict, reported apart
     assert _sane(first["seconds_per_verdict"], 0.01, 300)
     assert -1 <= first["kappa"] <= 1
     results = data["results"]["reference"]

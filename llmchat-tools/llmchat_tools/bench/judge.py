@@ -17,7 +17,9 @@ Printed, per method:
   better one; **long good**: on those whose better answer is at least twice as long;
 * **kappa**: Cohen's kappa between the verdicts (first answer better / second better / tie) and
   the labels, the better answer placed first or second by a fixed coin per pair;
-* **seconds per verdict**: mean wall time of one verdict on two answers (load average shown).
+* **seconds per verdict**: mean wall time of one verdict on two answers (load average shown),
+  once the judge is warm: one untimed verdict first (the first pair, the first method) pages the
+  model's weights in; its time is reported apart (``warm-up``), as a judge pays it once at start.
 
 FILE is JSON Lines, one pair a line: ``{"q": "...", "good": "...", "bad": "..."}`` with optional
 ``"context"`` (earlier messages, one a line, ``name: text``; a line without a name is the user's),
@@ -345,6 +347,7 @@ def report(
     results: dict[str, list[PairResult]],
     pairs_path: Path,
     judge_name: str,
+    warmup_s: float = float("nan"),
 ) -> tuple[str, dict[str, Any]]:
     headers = [
         "method",
@@ -384,7 +387,8 @@ def report(
     load = os.getloadavg()[0]
     md = (
         f"Judge `{judge_name}`, {summaries[0].pairs} pairs from `{pairs_path}`; "
-        f"load average {load:.1f} at the end.\n\n"
+        f"load average {load:.1f} at the end; warm-up (the first, untimed verdict) "
+        f"{warmup_s:.1f} s.\n\n"
         + md_table(headers, rows)
         + "\n\nRight, by category:\n\n"
         + md_table(["method", *tags], tag_rows)
@@ -393,6 +397,7 @@ def report(
     data = {
         "pairs": str(pairs_path),
         "judge": judge_name,
+        "warmup_s": warmup_s,
         "summaries": [asdict(s) for s in summaries],
         "results": {m: [asdict(r) for r in rs] for m, rs in results.items()},
     }
@@ -423,6 +428,9 @@ def run_suite(
     results: dict[str, list[PairResult]] = {}
     summaries = []
     try:
+        started = time.monotonic()
+        asyncio.run(judge_pair(scorer, settings, chosen[0], 0, pairs[0]))  # warm-up, untimed
+        warmup_s = time.monotonic() - started
         for method in chosen:
             results[method] = asyncio.run(run_method(scorer, settings, method, pairs))
             summaries.append(
@@ -430,7 +438,8 @@ def run_suite(
             )
     finally:
         asyncio.run(scorer.close())
-    md, data = report(summaries, results, pairs_path, scorer.name)
+    md, data = report(summaries, results, pairs_path, scorer.name, warmup_s)
+    console.print(f"warm-up (the first, untimed verdict): {warmup_s:.1f} s")
     write_results(out, "judge", md, data)
     return summaries[0]
 
