@@ -63,7 +63,11 @@ def main() -> None:
             wait_up(url, 300)
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                # wait_for_function evaluates a string: the page's CSP forbids it (no unsafe-eval)
+                context = browser.new_context(
+                    viewport={"width": 1280, "height": 800}, bypass_csp=True
+                )
+                page = context.new_page()
                 page.goto(url + "/?room=lobby")
                 page.fill("#join-name", "alice")
                 page.click("#join-button")
