@@ -562,6 +562,23 @@ def test_chaos_job_kills_a_chat_service_pod_while_people_talk(kubectl: Tool, sto
     check_nothing_lost(fault, "chaos.chat_service")
 
 
+def leader_back(fault: Fault, old_term: int, answers: list[dict[str, Any]]) -> float | None:
+    """Seconds from the kill to the first answer a leader stored that the killed pod did not
+    write: a newer term (another model took the Lease), or the same model's replacement pod,
+    which took over the model's Lease (the Lease names the model, not the pod) before it expired,
+    in the same term."""
+    recovery = model_recovery(fault.killed_at, old_term, answers)
+    if recovery is not None:
+        return recovery
+    replaced = [
+        a
+        for a in answers
+        if (a.get("meta") or {}).get("as_leader")
+        and not str((a.get("meta") or {}).get("worker") or "").startswith(fault.killed_pod)
+    ]
+    return model_recovery(fault.killed_at, old_term - 1, replaced)
+
+
 @pytest.mark.timeout(600)
 def test_chaos_job_kills_the_leaders_worker_while_people_talk(kubectl: Tool, story: Story) -> None:
     settle_room(kubectl, story, "chaos.leader_worker")
@@ -576,7 +593,7 @@ def test_chaos_job_kills_the_leaders_worker_while_people_talk(kubectl: Tool, sto
         if "leader_acquired_at" not in story.results or f.conv is None:
             return False
         entries = [e for c in f.conv.people.values() for e in c.entries if e["kind"] == "model"]
-        return model_recovery(f.killed_at, old_term, entries) is not None
+        return leader_back(f, old_term, entries) is not None
 
     fault = asyncio.run(
         run_fault(
@@ -588,7 +605,7 @@ def test_chaos_job_kills_the_leaders_worker_while_people_talk(kubectl: Tool, sto
     )
     assert fault.killed_pod.startswith(f"{ROOM}-{old_holder}-")
     answers = [e for e in fault.stored if e["kind"] == "model"]
-    recovery = model_recovery(fault.killed_at, old_term, answers)
+    recovery = leader_back(fault, old_term, answers)
     assert recovery is not None
     FIGURES["chaos.leader_worker.old_leader"] = old_holder
     FIGURES["chaos.leader_worker.new_leader_lease_s"] = round(
