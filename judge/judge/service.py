@@ -31,7 +31,8 @@ from judge.scorers import Scorer, ScorerError
 from judge.settings import JudgeSettings
 from llmchat import keys
 from llmchat.ids import parse_stream_id, server_id_kind, server_msg_id
-from llmchat.lease import lease_key
+from llmchat.leadership import Leadership
+from llmchat.lease import LeaseRecord, lease_key
 from llmchat.lease_select import make_lease
 from llmchat.llm.text import fold_lines, speaker
 from llmchat.logs import get_logger
@@ -131,7 +132,15 @@ class JudgeService:
             namespace=settings.lease_namespace,
         )
         self.fence_key = lease_key(settings.lease_name)
-        self.term: int | None = None
+        self.leadership = Leadership(
+            self.lease,
+            settings.consumer,
+            settings.lease_timings,
+            on_started=self._started,
+            on_stopped=self._stopped,
+            on_error=self._lease_error,
+            errors=UNAVAILABLE_ERRORS,
+        )
         self.judged = 0
         self._claim_all = False
         self.limiter = RateLimiter(redis)
@@ -140,14 +149,18 @@ class JudgeService:
         self.deferred: dict[str, list[Deferred]] = {}
 
     @property
+    def term(self) -> int | None:
+        return self.leadership.term
+
+    @property
     def active(self) -> bool:
-        return self.term is not None
+        return self.leadership.leading
 
     async def run(self, stop: asyncio.Event) -> None:
         for room in self.settings.rooms:
             with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: already there
                 await self.redis.xgroup_create(keys.rounds(room), GROUP, id="0", mkstream=True)
-        holder = asyncio.create_task(self._hold_lease(stop), name="judge-lease")
+        holder = asyncio.create_task(self.leadership.run(stop), name="judge-lease")
         log.info(
             "judge_started",
             rooms=self.settings.rooms,
@@ -172,34 +185,21 @@ class JudgeService:
                     await self.handle(rnd)
         finally:
             await stop_task(holder)
-            if self.term is not None:
-                with contextlib.suppress(*UNAVAILABLE_ERRORS):
-                    await self.lease.release(self.settings.consumer, self.term)
+            await self.leadership.resign()
 
-    async def _hold_lease(self, stop: asyncio.Event) -> None:
-        me = self.settings.consumer
-        while not stop.is_set():
-            try:
-                if self.term is None:
-                    got = await self.lease.try_acquire(me)
-                    if got is not None:
-                        self.term = got.term
-                        self._claim_all = True
-                        metrics.ACTIVE.set(1)
-                        log.info("judge_active", term=got.term, consumer=me)
-                elif not await self.lease.renew(me, self.term):
-                    log.warning("judge_lease_lost", term=self.term)
-                    self.term = None
-                    metrics.ACTIVE.set(0)
-            except UNAVAILABLE_ERRORS as exc:
-                log.warning("judge_lease_error", error=str(exc))
-                self.term = None
-                metrics.ACTIVE.set(0)
-            await asyncio.sleep(
-                self.settings.lease_renew_s
-                if self.term is not None
-                else self.settings.lease_retry_s
-            )
+    def _started(self, got: LeaseRecord, _previous: LeaseRecord | None) -> None:
+        self._claim_all = True
+        metrics.ACTIVE.set(1)
+        log.info("judge_active", term=got.term, consumer=self.settings.consumer)
+
+    def _stopped(self, reason: str) -> None:
+        if reason == "not-renewed":
+            log.warning("judge_lease_lost", term=self.term)
+        metrics.ACTIVE.set(0)
+
+    def _lease_error(self, exc: Exception) -> None:
+        log.warning("judge_lease_error", error=str(exc))
+        metrics.ACTIVE.set(0)
 
     async def _next_rounds(self) -> list[Round]:
         rooms = self.settings.rooms

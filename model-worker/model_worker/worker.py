@@ -20,7 +20,6 @@ from llmchat import keys, live
 from llmchat.election import ElectionPolicy
 from llmchat.ids import parse_stream_id, server_msg_id
 from llmchat.keys import LEADER_QUEUE
-from llmchat.lease import LeaseTimings
 from llmchat.lease_select import make_lease
 from llmchat.llm.backends.base import (
     Backend,
@@ -99,11 +98,7 @@ class Worker:
         self.healthy = True  # the backend answers
         self.watchdog = LoopWatchdog(self.name, settings.stall_after_s)
         self._last_reclaim = 0.0
-        timings = LeaseTimings(
-            duration_s=settings.lease_duration_s,
-            renew_every_s=settings.lease_renew_s,
-            retry_every_s=settings.lease_retry_s,
-        )
+        timings = settings.lease_timings
         self.electors: dict[str, Elector] = {}
         if settings.elections:
             for room in settings.rooms:
