@@ -9,6 +9,7 @@ fences the leader's answers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -20,12 +21,14 @@ from llmchat.election import ElectionPolicy, may_acquire, should_hand_over
 from llmchat.health import healthy_models
 from llmchat.leadership import Leadership
 from llmchat.lease import Lease, LeaseRecord, LeaseTimings
+from llmchat.lease_select import make_lease
 from llmchat.logs import get_logger
 from llmchat.ratings import Rating, RatingStore
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import RoomStore
 from llmchat.router import Fence
 from model_worker import metrics
+from model_worker.settings import WorkerSettings
 
 log = get_logger(__name__)
 
@@ -195,3 +198,36 @@ class Elector:
     async def resign(self) -> None:
         """Release the lease on graceful shutdown so a successor need not wait for expiry."""
         await self.leadership.resign("shutdown")
+
+
+def electors_for(
+    settings: WorkerSettings,
+    redis: aioredis.Redis,
+    is_healthy: Callable[[], bool],
+    on_elected: Callable[[str], None],
+) -> dict[str, Elector]:
+    """One elector per room the worker serves, each on the room's lease (``on_elected(room)``
+    when it wins one)."""
+    electors: dict[str, Elector] = {}
+    for room in settings.rooms:
+        lease = make_lease(
+            redis,
+            name=settings.lease_name or keys.leader_lease_name(room),
+            redis_key=keys.room_lease(room),
+            duration_s=settings.lease_duration_s,
+            namespace=settings.lease_namespace,
+        )
+        elector = Elector(
+            redis=redis,
+            room=room,
+            model=settings.model_name,
+            holder=settings.model_name,
+            lease=lease,
+            fence_key=keys.room_lease(room),
+            timings=settings.lease_timings,
+            policy=ElectionPolicy(settings.hysteresis, settings.min_tenure_s),
+            is_healthy=is_healthy,
+        )
+        elector.on_elected = functools.partial(on_elected, room)
+        electors[room] = elector
+    return electors
