@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from llmchat_tools.bench.election import (
+from llmchat_tools.bench.election_replay import (
     JudgedRound,
     agreement,
     leader_changes,
