@@ -41,6 +41,7 @@ from typing import Annotated, Any
 
 import typer
 
+from llmchat.models import RoomMode
 from llmchat_tools.bench._common import (
     Procs,
     console,
@@ -52,11 +53,11 @@ from llmchat_tools.bench._common import (
     workdir,
     write_results,
 )
-from llmchat_tools.bench.answers import (
+from llmchat_tools.bench.answers_ask import ask_direct
+from llmchat_tools.bench.answers_data import (
     DEFAULT_QUESTIONS,
     ModelResult,
     QuestionFileError,
-    ask_direct,
     load_questions,
 )
 from llmchat_tools.bench.election_replay import (
@@ -69,12 +70,12 @@ from llmchat_tools.bench.election_replay import (
     rounds_to_lead,
 )
 from llmchat_tools.bench.election_room import (
-    create_room,
     equal_room,
     first_leader,
     live_room,
     start_system,
 )
+from llmchat_tools.bench.local_system import create_room
 from llmchat_tools.local.up import LocalModel
 
 #: The better model must lead within this many judged rounds (the acceptance bar).
@@ -212,7 +213,7 @@ def run_suite(  # noqa: PLR0917 - one parameter per command-line option
             + ([(twins[0], ["twins"], 11), (twins[1], ["twins"], 12)] if equal_rounds else []),
             rooms,
         )
-        create_room(base, procs.admin_token, "elect", [worse, better])
+        create_room(base, procs.admin_token, "elect", [worse, better], RoomMode.ALL)
         live = SeedRun(seed=-1, room="elect", order=[worse.name, better.name])
         console.print(f"[bold]live room[/]: {len(questions)} questions, {worse.name} listed first")
         asyncio.run(live_room(base, procs.admin_token, live, questions))
@@ -221,7 +222,7 @@ def run_suite(  # noqa: PLR0917 - one parameter per command-line option
         equal_leaders: list[str | None] = []
         initial: str | None = None
         if equal_rounds:
-            create_room(base, procs.admin_token, "twins", twins)
+            create_room(base, procs.admin_token, "twins", twins, RoomMode.ALL)
             twin_run = SeedRun(seed=0, room="twins", order=[t.name for t in twins])
             initial = first_leader(base, procs.admin_token, "twins")
             asyncio.run(equal_room(base, procs.admin_token, twin_run, questions, equal_rounds))

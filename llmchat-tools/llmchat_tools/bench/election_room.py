@@ -8,27 +8,23 @@ import asyncio
 import random
 import time
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import httpx
 
 from llmchat.auth import authorization
 from llmchat.ids import server_msg_id
-from llmchat.models import RoomMode
 from llmchat.ratings import Rating
 from llmchat_tools.bench._common import (
     Procs,
     console,
-    wait_until,
 )
-from llmchat_tools.bench.answers import (
-    Question,
-    sign_up,
-)
+from llmchat_tools.bench.answers_ask import sign_up
+from llmchat_tools.bench.answers_data import Question
 from llmchat_tools.bench.election_replay import JudgedRound, SeedRun, settled
+from llmchat_tools.bench.local_system import start_worker
 from llmchat_tools.client import RoomClient
-from llmchat_tools.local.up import LocalModel, UpConfig, room_spec, worker_env
+from llmchat_tools.local.up import LocalModel
 
 #: How long one round (both answers and the verdict) may take before the suite gives up.
 ROUND_TIMEOUT_S = 600.0
@@ -103,18 +99,6 @@ class Room:
         )
 
 
-def create_room(base: str, admin: str, room: str, models: Sequence[LocalModel]) -> None:
-    spec = room_spec(UpConfig(room=room, models=list(models), mode=RoomMode.ALL))
-    r = httpx.post(
-        base + "/api/v1/rooms",
-        json=spec.model_dump(mode="json"),
-        headers=authorization(admin),
-        timeout=15,
-    )
-    if r.status_code not in (200, 201):
-        raise RuntimeError(f"could not create room {room}: {r.status_code} {r.text}")
-
-
 async def live_room(base: str, admin: str, run: SeedRun, questions: Sequence[Question]) -> None:
     """Every question asked once in the live room, in order; the judged rounds and leaders."""
     room = Room(base, run.room, admin)
@@ -143,15 +127,7 @@ def start_system(
     procs.redis()
     _, url = procs.chat_service("chat-service-1")
     for m, serves, seed in models:
-        env = {
-            **worker_env(m, ",".join(serves)),
-            "LLMCHAT_SEED": str(seed),
-            "LLMCHAT_MIN_TENURE_S": "0",
-        }
-        env.pop("LLMCHAT_MODEL_NAME")
-        env.pop("LLMCHAT_ROOMS")
-        _, wurl = procs.worker(m.name, ",".join(serves), f"{m.name}-1", **env)
-        wait_until(partial(_ready, wurl), 300, f"model-worker {m.name} ready")
+        start_worker(procs, m, serves, seed, LLMCHAT_MIN_TENURE_S="0")
     judge = procs.python(
         "judge",
         ["-m", "llmchat", "judge"],
@@ -161,13 +137,6 @@ def start_system(
     time.sleep(0.5)
     judge.check()
     return url
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url + "/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def first_leader(base: str, admin: str, room: str) -> str | None:
