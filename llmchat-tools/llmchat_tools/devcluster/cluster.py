@@ -136,10 +136,12 @@ class DevCluster:
         pki = self.workdir / "pki"
         certs = generate_cluster_certs(pki, service_ip=SERVICE_IP, extra_ips=self.extra_sans)
         etcd_port = self._start_etcd(bins)
-        apiserver, api, api_port = self._start_apiserver(bins, certs, etcd_port)
+        api_port = self.api_port or free_port()
         # the components' own address of the apiserver, and the host's (the same on loopback)
         inside = f"https://127.0.0.1:{api_port}"
-        server = f"https://127.0.0.1:{self.launcher.reach(api_port)}"
+        api_host_port = self.launcher.reach(api_port)
+        server = f"https://127.0.0.1:{api_host_port}"
+        apiserver, api = self._start_apiserver(bins, certs, etcd_port, api_port, api_host_port)
         kubeconfig = write_kubeconfig(
             self.workdir / "kubeconfig",
             server=server,
@@ -194,10 +196,10 @@ class DevCluster:
         return etcd_port
 
     def _start_apiserver(
-        self, bins: Binaries, certs: ClusterCerts, etcd_port: int
-    ) -> tuple[ManagedProcess, ApiClient, int]:
-        """kube-apiserver, once ready: its process, a client for it and its port (inside)."""
-        api_port = self.api_port or free_port()
+        self, bins: Binaries, certs: ClusterCerts, etcd_port: int, api_port: int, host_port: int
+    ) -> tuple[ManagedProcess, ApiClient]:
+        """kube-apiserver on ``api_port`` (``host_port`` from the host), once ready: its
+        process and a client for it."""
         argv = args.apiserver(
             bins,
             certs,
@@ -209,13 +211,13 @@ class DevCluster:
             extra=self.apiserver_args,
         )
         apiserver = self._spawn("kube-apiserver", argv)
-        api = ApiClient(self.launcher.reach(api_port), certs.ca.cert, certs.admin)
+        api = ApiClient(host_port, certs.ca.cert, certs.admin)
 
         def api_ready() -> bool:
             return api.get("/readyz").status == 200
 
         self._wait(apiserver, "GET /readyz", api_ready)
-        return apiserver, api, api_port
+        return apiserver, api
 
     def _start_controllers(
         self, bins: Binaries, certs: ClusterCerts, inside: str

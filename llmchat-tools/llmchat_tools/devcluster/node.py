@@ -193,7 +193,7 @@ class RealNodeCluster:
 
         # 2. cgroups, shadowed host paths, sysctl shields -----------------------------------
         self.cgroups.create()
-        self._created_dirs.extend(shadow_host_paths(self.ns, self.paths))
+        shadow_host_paths(self.ns, self.paths, self._created_dirs)
 
         # 3. the control plane, inside ---------------------------------------------------
         t = time.monotonic()

@@ -126,10 +126,10 @@ iptables -t mangle -A FORWARD -j {EGRESS_CHAIN}
 """
 
 
-def shadow_host_paths(ns: NodeNamespace, paths: NodePaths) -> list[Path]:
-    """tmpfs over the hard-coded paths, files over kubelet's sysctls: inside only. Returns the
-    mount points it had to create on the host (to remove them at the end)."""
-    created: list[Path] = []
+def shadow_host_paths(ns: NodeNamespace, paths: NodePaths, created: list[Path]) -> None:
+    """tmpfs over the hard-coded paths, files over kubelet's sysctls: inside only. Each mount
+    point it has to create on the host is added to ``created`` at once (to remove it at the
+    end, also when a later step fails)."""
     lines = ["set -e"]
     for p in SHADOWED:
         path = Path(p)
@@ -152,7 +152,6 @@ def shadow_host_paths(ns: NodeNamespace, paths: NodePaths) -> list[Path]:
         f.write_text(value + "\n")
         lines.append(f"mount --bind {f} /proc/sys/{key}")
     ns.run(["sh", "-c", "\n".join(lines)])
-    return created
 
 
 def dump_diagnostics(kubectl: Kubectl, dest: Path) -> None:
