@@ -11,6 +11,9 @@ import redis
 
 from tests.support.procs import ChatService, JudgeProc, ModelWorker, RedisServer
 
+#: The one set of Kubernetes fixtures (tests/k8s, tests/operator, tests/chaos, tests/chart).
+pytest_plugins = ["tests.support.k8s"]
+
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
