@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from llmchat_tools.redis_cluster import RedisCluster
 
 from tests.support.procs import ChatService, JudgeProc, ModelWorker, RedisServer
 
@@ -44,6 +45,16 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real Redis Cluster (3 masters, 3 replicas) on 127.0.0.1 for the session; tests that
+    kill a master leave it failed over (a replica leads), which the others do not mind."""
+    cluster = RedisCluster(base_dir=tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")
