@@ -6,6 +6,20 @@ on one slot if Redis is ever clustered, which the Lua scripts that touch several
 
 PREFIX = "llmchat"
 
+#: On a Redis Cluster the registry of user names (three hashes a script reads together) needs a
+#: hash tag of its own; on one Redis the names stay as they always were, so existing data is
+#: found. Set once per process by ``llmchat.redis_conn.create_redis`` when it finds a cluster.
+_CLUSTER_NAMES = False
+
+
+def use_cluster_names(on: bool) -> None:
+    global _CLUSTER_NAMES  # noqa: PLW0603 - one Redis per process: its kind is process-wide
+    _CLUSTER_NAMES = on
+
+
+def _users_key(name: str) -> str:
+    return f"{PREFIX}:{{users}}:{name}" if _CLUSTER_NAMES else f"{PREFIX}:{name}"
+
 
 def rooms_index() -> str:
     """Sorted set of room names, scored by creation time."""
@@ -122,19 +136,19 @@ def connections(user: str) -> str:
 
 def users() -> str:
     """Hash of case-folded user name -> user JSON (registered names, so nobody takes them)."""
-    return f"{PREFIX}:users"
+    return _users_key("users")
 
 
 def user_skeletons() -> str:
     """Hash of a name's confusable skeleton -> the case-folded name that holds it (so no one
     takes a look-alike of a taken name; see llmchat.names)."""
-    return f"{PREFIX}:user-skeletons"
+    return _users_key("user-skeletons")
 
 
 def user_versions() -> str:
     """Hash of case-folded user name -> token version (a user's tokens name it; signing out
     moves it on)."""
-    return f"{PREFIX}:user-versions"
+    return _users_key("user-versions")
 
 
 def invitations(room: str) -> str:
@@ -143,5 +157,6 @@ def invitations(room: str) -> str:
 
 
 def feed_wake(token: str) -> str:
-    """A chat-service replica's wake stream: an entry here ends its blocked timeline read."""
+    """A chat-service replica's wake stream: an entry here ends its blocked timeline read (on a
+    cluster, one per node read: the token is then the hash tag, chosen to land on that node)."""
     return f"{PREFIX}:feedwake:{token}"

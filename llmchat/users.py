@@ -22,6 +22,7 @@ from llmchat import keys
 from llmchat.batching import batcher_for
 from llmchat.models import RESERVED_NAMES
 from llmchat.names import looks_like_any, skeletons
+from llmchat.redis_conn import is_cluster
 
 
 class User(BaseModel):
@@ -137,17 +138,29 @@ class UserStore:
         rooms = cast(list[str], await self._redis.zrange(keys.rooms_index(), 0, -1))
         held = sorted(skeletons(user.name if user else name))
         holders = await self._redis.hmget(keys.user_skeletons(), held)
+        clustered = is_cluster(self._redis)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hdel(keys.users(), folded)
             pipe.hdel(keys.user_versions(), folded)
             for key, holder in zip(held, holders, strict=True):
                 if holder == folded:
                     pipe.hdel(keys.user_skeletons(), key)
-            for room in rooms:
-                pipe.hdel(keys.members(room), folded)
-                pipe.srem(keys.invitations(room), folded)
+            if not clustered:  # one Redis: the rooms go in the same transaction
+                self._forget_in_rooms(pipe, rooms, folded)
             done: list[Any] = await pipe.execute()
+        if clustered:
+            # A cluster runs a transaction on one slot only: the user's record is gone first
+            # (their tokens already fail), then their place in each room, room by room.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                self._forget_in_rooms(pipe, rooms, folded)
+                await pipe.execute()
         return bool(done[0])
+
+    @staticmethod
+    def _forget_in_rooms(pipe: Any, rooms: list[str], folded: str) -> None:
+        for room in rooms:
+            pipe.hdel(keys.members(room), folded)
+            pipe.srem(keys.invitations(room), folded)
 
 
 def ensure_users(client: redis.Redis, names: list[str]) -> dict[str, tuple[User, int]]:
