@@ -6,19 +6,12 @@ on one slot if Redis is ever clustered, which the Lua scripts that touch several
 
 PREFIX = "llmchat"
 
-#: On a Redis Cluster the registry of user names (three hashes a script reads together) needs a
-#: hash tag of its own; on one Redis the names stay as they always were, so existing data is
-#: found. Set once per process by ``llmchat.redis_conn.create_redis`` when it finds a cluster.
-_CLUSTER_NAMES = False
 
-
-def use_cluster_names(on: bool) -> None:
-    global _CLUSTER_NAMES  # noqa: PLW0603 - one Redis per process: its kind is process-wide
-    _CLUSTER_NAMES = on
-
-
-def _users_key(name: str) -> str:
-    return f"{PREFIX}:{{users}}:{name}" if _CLUSTER_NAMES else f"{PREFIX}:{name}"
+def _users_key(name: str, cluster: bool) -> str:
+    """On a Redis Cluster the registry of user names (three hashes a script reads together)
+    needs a hash tag of its own; on one Redis the names stay as they always were, so existing
+    data is found."""
+    return f"{PREFIX}:{{users}}:{name}" if cluster else f"{PREFIX}:{name}"
 
 
 def rooms_index() -> str:
@@ -134,21 +127,21 @@ def connections(user: str) -> str:
     return f"{PREFIX}:conns:{{{user}}}"
 
 
-def users() -> str:
+def users(cluster: bool = False) -> str:
     """Hash of case-folded user name -> user JSON (registered names, so nobody takes them)."""
-    return _users_key("users")
+    return _users_key("users", cluster)
 
 
-def user_skeletons() -> str:
+def user_skeletons(cluster: bool = False) -> str:
     """Hash of a name's confusable skeleton -> the case-folded name that holds it (so no one
     takes a look-alike of a taken name; see llmchat.names)."""
-    return _users_key("user-skeletons")
+    return _users_key("user-skeletons", cluster)
 
 
-def user_versions() -> str:
+def user_versions(cluster: bool = False) -> str:
     """Hash of case-folded user name -> token version (a user's tokens name it; signing out
     moves it on)."""
-    return _users_key("user-versions")
+    return _users_key("user-versions", cluster)
 
 
 def invitations(room: str) -> str:

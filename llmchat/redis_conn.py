@@ -24,7 +24,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from llmchat import keys
 from llmchat.logs import get_logger
 
 log = get_logger(__name__)
@@ -85,7 +84,6 @@ def create_redis(url: str, *, socket_timeout: float | None = 5.0) -> aioredis.Re
     blocking reads such as XREAD BLOCK.
     """
     if detect_cluster(url):
-        keys.use_cluster_names(True)
         cluster = RedisCluster.from_url(
             url,
             decode_responses=True,

@@ -4,17 +4,47 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
 from llmchat_tools.redis_cluster import RedisCluster
 
+from tests.support.auth import LIVE_REDIS
 from tests.support.procs import ChatService, JudgeProc, ModelWorker, RedisServer
 
 
+@dataclass
+class ClusterTarget:
+    """The session's Redis Cluster in the place of a test's own redis-server (emptied first)."""
+
+    cluster: RedisCluster
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url
+
+
+#: Parametrize a test's ``redis_server`` over one node and the cluster (a fixture param, not a
+#: copy of the test): ``@BOTH_REDIS``.
+BOTH_REDIS = pytest.mark.parametrize("redis_server", ["single", "cluster"], indirect=True)
+
+
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def redis_server(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[RedisServer | ClusterTarget]:
+    """The test's Redis: its own redis-server, or (param ``"cluster"``) the session's cluster."""
+    if getattr(request, "param", "single") == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        cluster.wait_ok()
+        cluster.flushall()
+        target = ClusterTarget(cluster)
+        LIVE_REDIS.append(target.url)
+        yield target
+        LIVE_REDIS.remove(target.url)
+        return
     server = RedisServer(tmp_path / "redis")
     server.start()
     yield server

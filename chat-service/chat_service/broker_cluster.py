@@ -1,13 +1,17 @@
-"""The broker on a Redis Cluster: the followed rooms' timelines read per node.
+r"""The broker on a Redis Cluster: the followed rooms' timelines read per node.
 
-One ``XREAD`` cannot span streams of several slots on a cluster, so the followed rooms are
-grouped by the master that serves their slot, and each group is read with one ``XREAD BLOCK``
-on a connection of that master (a few nodes, so a few blocked reads per replica, whatever the
-number of rooms). Each node's read has a wake stream of its own whose hash tag is chosen to land
-on that node. A read refused with MOVED or ASK, or cut by a failed master, has the cluster asked
-again where the slots are (the replica that took over), and the rooms are regrouped there, each
-still read from its last ID: nothing is missed, nothing is handed over twice (the hub gets
-entries after the room's last ID only).
+A cluster refuses any multi-key command whose keys lie on different slots, even when one node
+serves them all, so one ``XREAD BLOCK`` cannot span several rooms there (each room is its own
+slot). A blocked read per room would hold a connection per room; instead the followed rooms are
+grouped by the master that serves their slot, and each master is read in one round trip per
+pass: a pipeline of non-blocking ``XREAD``\s, one per slot, on one connection of it. A pass
+that found nothing is followed by the next after ``IDLE_POLL_S`` (longer with many rooms), so
+the cost is one round trip per master per pass, whatever the number of rooms.
+
+A pass refused with MOVED or ASK, or cut by a failed master, has the cluster asked again where
+the slots are (the replica that took over), and the rooms are regrouped there, each still read
+from its last ID: nothing is missed, nothing is handed over twice (the hub gets entries after
+the room's last ID only).
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from typing import cast
 
 from redis.crc import key_slot
@@ -38,90 +41,80 @@ from llmchat.timeline import Rows
 
 log = get_logger(__name__)
 
+#: Seconds between passes over a node's rooms when the last pass found nothing (the longest a
+#: new entry waits to be read, plus a round trip).
+IDLE_POLL_S = 0.01
+
 #: What ends a node's read: the node is gone, or its slots moved (MOVED, ASK).
 READ_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, MovedError, AskError)
 REGROUP_ERRORS: tuple[type[Exception], ...] = (*READ_ERRORS, RuntimeError)
 
 
 class _NodeRead:
-    """The rooms one master serves, read with one blocked XREAD on a connection of it."""
+    """The rooms one master serves, read in one round trip per pass on a connection of it."""
 
     def __init__(self, owner: ClusterTimelineReader, name: str, host: str, port: int) -> None:
         self.owner = owner
         self.name = name
-        self.client = create_node_client(host, port, socket_timeout=None)
+        self.client = create_node_client(host, port)
         self.streams: dict[str, _Followed] = {}
-        self.wake_key = owner.wake_key_for(name)
-        self.wake_last = "0-0"
-        self.version = 0
-        self.reading: int | None = None
-        self.wake_sent = False
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"feed-reader-{self.name}")
 
     async def add(self, followed: _Followed) -> None:
-        self.streams[followed.stream] = followed
-        self.version += 1
-        if self.reading is None or self.reading == self.version or self.wake_sent:
-            return
-        self.wake_sent = True
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.xadd(self.wake_key, {"room": followed.room}, maxlen=16, approximate=False)
-            pipe.expire(self.wake_key, 3600)
-            await pipe.execute()
-        except READ_ERRORS as exc:
-            self.wake_sent = False
-            log.warning("feed_wake_failed", room=followed.room, node=self.name, error=str(exc))
+        self.streams[followed.stream] = followed  # read from the next pass on
 
     def remove(self, stream: str) -> None:
-        if self.streams.pop(stream, None) is not None:
-            self.version += 1
+        self.streams.pop(stream, None)
+
+    def _by_slot(self) -> list[list[_Followed]]:
+        groups: dict[int, list[_Followed]] = {}
+        for followed in self.streams.values():
+            groups.setdefault(key_slot(followed.stream.encode("utf-8")), []).append(followed)
+        return list(groups.values())
 
     async def _run(self) -> None:
         backoff = 0.05
         while self.streams:
-            rooms = list(self.streams.values())
-            stream_keys = [f.stream for f in rooms] + [self.wake_key]
-            ids = [f.last_id for f in rooms] + [self.wake_last]
-            self.reading = self.version
-            self.wake_sent = False
+            groups = self._by_slot()
             started = time.monotonic()
             try:
-                resp = await self.client.execute_command(  # type: ignore[no-untyped-call]
-                    "XREAD", "COUNT", 500, "BLOCK", 5000, "STREAMS", *stream_keys, *ids
-                )
+                pipe = self.client.pipeline(transaction=False)
+                for group in groups:
+                    pipe.execute_command(
+                        "XREAD", "COUNT", 500, "STREAMS",
+                        *(f.stream for f in group), *(f.last_id for f in group),
+                    )  # fmt: skip
+                replies = await pipe.execute()
                 backoff = 0.05
             except READ_ERRORS as exc:
                 metrics.FEED_ERRORS.inc()
-                log.warning("feed_redis_error", node=self.name, rooms=len(rooms),
+                log.warning("feed_redis_error", node=self.name, rooms=len(self.streams),
                             error=str(exc), retry_in=backoff)  # fmt: skip
-                self.reading = None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 await self.owner.regroup()
                 continue
-            finally:
-                self.reading = None
             self.owner.reads += 1
-            for stream, rows in cast(list[tuple[str, Rows]], resp or []):
-                if stream == self.wake_key:
-                    if rows:
-                        self.wake_last = rows[-1][0]
-                    continue
-                followed = self.streams.get(stream)
-                if followed is not None:
-                    deliver_rows(self.owner.hub, followed, rows)
-            if resp:
-                pause = min(0.05, max(0.002, len(rooms) * READ_PAUSE_PER_ROOM_S))
-                await asyncio.sleep(max(0.0, started + pause - time.monotonic()))
+            got = False
+            for resp in replies:
+                for stream, rows in cast(list[tuple[str, Rows]], resp or []):
+                    followed = self.streams.get(stream)
+                    if followed is not None and rows:
+                        got = True
+                        deliver_rows(self.owner.hub, followed, rows)
+            rooms = len(self.streams)
+            pause = (
+                min(0.05, max(0.002, rooms * READ_PAUSE_PER_ROOM_S))
+                if got
+                else min(0.1, max(IDLE_POLL_S, rooms * READ_PAUSE_PER_ROOM_S * 2))
+            )
+            await asyncio.sleep(max(0.0, started + pause - time.monotonic()))
 
     async def close(self) -> None:
         await stop_task(self.task)
-        with contextlib.suppress(*READ_ERRORS):
-            await self.client.delete(self.wake_key)
         await self.client.aclose()
 
 
@@ -131,23 +124,12 @@ class ClusterTimelineReader:
     def __init__(self, redis_url: str, hub: Hub) -> None:
         self.hub = hub
         self._redis = create_redis(redis_url, socket_timeout=None)
-        self._token = uuid.uuid4().hex
         self._rooms: dict[str, _Followed] = {}
         self._placed: dict[str, _NodeRead] = {}  # room -> the node read that has it
         self._nodes: dict[str, _NodeRead] = {}
         self._lock = asyncio.Lock()
         self._retired: list[_NodeRead] = []
         self.reads = 0  # XREAD calls made, over every node (for tests)
-
-    def wake_key_for(self, node_name: str) -> str:
-        """A wake stream key on ``node_name``'s slots (its hash tag tried until one lands)."""
-        cache = as_cluster(self._redis).nodes_manager.slots_cache
-        for i in range(100_000):
-            key = keys.feed_wake(f"{{{self._token}.{i}}}")
-            owners = cache.get(key_slot(key.encode("utf-8")))
-            if owners and owners[0].name == node_name:
-                return key
-        raise RuntimeError(f"no slot of node {node_name} found for a wake stream")
 
     async def follow(self, room: str, start_id: str) -> None:
         followed = _Followed(room, start_id)
