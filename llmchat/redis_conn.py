@@ -20,8 +20,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
+from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llmchat.logs import get_logger
@@ -34,6 +34,7 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     RedisClusterException,  # no node reachable / slots not covered while failing over
+    ClusterError,  # CLUSTERDOWN: a master failed and its replica has not taken over yet
     ConnectionError,
     OSError,  # includes TimeoutError (asyncio.wait_for)
 )
