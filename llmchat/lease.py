@@ -33,6 +33,11 @@ class LeaseTimings:
         if not 0 < self.retry_every_s <= self.duration_s:
             raise ValueError("retry interval must be positive and at most the lease duration")
 
+    def still_ours(self, since_renewed_s: float) -> bool:
+        """Whether a lease renewed ``since_renewed_s`` ago is surely still ours: it has not
+        expired, even if the next renewal (due in ``renew_every_s``) fails too."""
+        return since_renewed_s < self.duration_s - self.renew_every_s
+
 
 @dataclass(frozen=True)
 class LeaseRecord:

@@ -133,7 +133,8 @@ def decide(
 #       is_round ("1"|"0"), models_json, fence_holder ("" = no fence), fence_term, now_ms,
 #       target_1..n
 # The entry is appended as ``Timeline.append`` appends it (``APPEND_LUA``), refused before it is
-# stored when a fence is given and the lease has moved on; the jobs and the round follow it.
+# stored when a fence is given and the lease has moved on; the jobs and the round follow it,
+# with the fields ``llmchat.wire`` describes (JOB_FIELDS, ROUND_FIELDS) and parses.
 _POST_LUA = (
     FENCE_LUA
     + APPEND_LUA

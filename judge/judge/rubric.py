@@ -122,36 +122,38 @@ class VerdictParseError(ValueError):
     """Judge output that is not a valid verdict for this round (retry; never a score of 0)."""
 
 
-def json_schema(n: int) -> dict[str, object]:
-    """A JSON schema that constrains a local judge's output to a verdict for ``n`` answers."""
-    return {
+def json_schema(n: int | None = None) -> dict[str, object]:
+    """The verdict's JSON schema (the one description of it; ``Verdict`` validates it).
+
+    With ``n``, the schema a local judge's output is constrained to, for ``n`` answers:
+    llama.cpp's grammar ignores minimum/maximum, so the ids and scores are enums there and the
+    number of scores is fixed. Without, the plain schema (the Gemini judge's response schema).
+    """
+    score: dict[str, object] = {"type": "integer", "minimum": SCORE_MIN, "maximum": SCORE_MAX}
+    label: dict[str, object] = {"type": "string"}
+    reason: dict[str, object] = {"type": "string"}
+    scores: dict[str, object] = {"type": "array"}
+    item: dict[str, object] = {"type": "object"}
+    if n is not None:
+        label["enum"] = labels(n)
+        score["enum"] = list(range(SCORE_MIN, SCORE_MAX + 1))
+        reason["maxLength"] = 120
+        scores.update(minItems=n, maxItems=n)
+    item.update(
+        properties={"id": label, "score": score, "reason": reason},
+        required=["id", "score", "reason"],
+    )
+    if n is not None:
+        item["additionalProperties"] = False
+    scores["items"] = item
+    schema: dict[str, object] = {
         "type": "object",
-        "properties": {
-            "scores": {
-                "type": "array",
-                "minItems": n,
-                "maxItems": n,
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "string", "enum": labels(n)},
-                        # llama.cpp's grammar ignores minimum/maximum: the enum is what binds
-                        "score": {
-                            "type": "integer",
-                            "minimum": SCORE_MIN,
-                            "maximum": SCORE_MAX,
-                            "enum": list(range(SCORE_MIN, SCORE_MAX + 1)),
-                        },
-                        "reason": {"type": "string", "maxLength": 120},
-                    },
-                    "required": ["id", "score", "reason"],
-                    "additionalProperties": False,
-                },
-            }
-        },
+        "properties": {"scores": scores},
         "required": ["scores"],
-        "additionalProperties": False,
     }
+    if n is not None:
+        schema["additionalProperties"] = False
+    return schema
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

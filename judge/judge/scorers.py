@@ -30,7 +30,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from judge.grading import static_probe
-from judge.rubric import SCORE_MAX, SCORE_MIN, json_schema
+from judge.rubric import json_schema
 
 Messages = list[dict[str, str]]
 
@@ -258,25 +258,9 @@ def _system(messages: Messages) -> str:
 
 
 def _gemini_schema() -> types.Schema:
-    return types.Schema(
-        type=types.Type.OBJECT,
-        properties={
-            "scores": types.Schema(
-                type=types.Type.ARRAY,
-                items=types.Schema(
-                    type=types.Type.OBJECT,
-                    properties={
-                        "id": types.Schema(type=types.Type.STRING),
-                        "score": types.Schema(
-                            type=types.Type.INTEGER, minimum=SCORE_MIN, maximum=SCORE_MAX
-                        ),
-                        "reason": types.Schema(type=types.Type.STRING),
-                    },
-                    required=["id", "score", "reason"],
-                ),
-            )
-        },
-        required=["scores"],
+    """The verdict's schema (``judge.rubric.json_schema``) as Gemini's response schema."""
+    return types.Schema.from_json_schema(
+        json_schema=types.JSONSchema.model_validate(json_schema()), api_option="GEMINI_API"
     )
 
 

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import NoDecode
+from pydantic import Field, SecretStr, model_validator
 
-from llmchat.models import ROOM_NAME_RE
-from llmchat.redact import redact_url
-from llmchat.settings import ComponentSettings
+from llmchat.settings import LeaseSettings, RoomsSettings
 
 #: The default local judge: Qwen2.5-Coder-1.5B-Instruct, not a contestant of the default room.
 LOCAL_JUDGE_MODEL = "qwen2.5-coder-1.5b"
@@ -20,8 +16,7 @@ LOCAL_JUDGE_MODEL = "qwen2.5-coder-1.5b"
 LOCAL_JUDGE_METHOD: Literal["rubric", "grade", "reference", "pairwise"] = "reference"
 
 
-class JudgeSettings(ComponentSettings):
-    rooms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["lobby"])
+class JudgeSettings(RoomsSettings, LeaseSettings):
     judge_provider: Literal["local", "gemini"] = Field(
         default="local",
         description="local (a packaged model through llama.cpp) or gemini (needs a key).",
@@ -85,32 +80,9 @@ class JudgeSettings(ComponentSettings):
     lease_namespace: str | None = Field(
         default=None, description="On Kubernetes: the namespace of the judge's Lease object."
     )
-    lease_duration_s: float = Field(default=1.0, gt=0, le=60)
-    lease_renew_s: float = Field(default=0.25, gt=0, le=30)
-    lease_retry_s: float = Field(default=0.1, gt=0, le=30)
     consumer: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=0, ge=0, le=65535, description="/healthz and /metrics; 0 = off.")
-
-    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
-        """repr/str without the Redis password (the API key is a SecretStr already)."""
-        for name, value in super().__repr_args__():
-            yield name, redact_url(value) if name == "redis_url" else value
-
-    @field_validator("rooms", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [r.strip() for r in value.split(",") if r.strip()]
-        return value
-
-    @field_validator("rooms")
-    @classmethod
-    def _rooms(cls, value: list[str]) -> list[str]:
-        bad = [r for r in value if not ROOM_NAME_RE.match(r)]
-        if not value or bad:
-            raise ValueError(f"rooms must be valid room names, got {value}")
-        return value
 
     @property
     def method(self) -> Literal["rubric", "grade", "reference", "pairwise"]:
@@ -121,8 +93,6 @@ class JudgeSettings(ComponentSettings):
 
     @model_validator(mode="after")
     def _check(self) -> JudgeSettings:
-        if not self.lease_renew_s < self.lease_duration_s:
-            raise ValueError("lease_renew_s must be shorter than lease_duration_s")
         if self.judge_calls_per_minute > 0 and self.judge_calls_burst < self.judge_passes:
             raise ValueError("judge_calls_burst must be at least judge_passes (a round's calls)")
         if self.judge_provider == "gemini" and not (

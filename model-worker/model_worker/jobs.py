@@ -1,21 +1,20 @@
 """A model's job queue in a room: a Redis stream with one consumer group per model.
 
-Replicas of a model are consumers of the same group, so they share the work. A job stays
-pending until it is acknowledged; the replica working on it renews its claim (XCLAIM to itself)
-while it generates, and a job whose claim has gone stale (its replica crashed) is taken over by
-another replica with XAUTOCLAIM.
+Replicas of a model are consumers of the same group (``llmchat.queue``), so they share the
+work; the replica working on a job renews its claim while it generates, and a job whose claim
+has gone stale (its replica crashed) is taken over by another replica. What a job holds is
+``llmchat.wire``'s; what is this model's own is the watermark of the newest answered cut.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from typing import Any, cast
-
 import redis.asyncio as aioredis
 
 from llmchat import keys
-from llmchat.ids import parse_stream_id
+from llmchat.queue import ConsumerGroup, Parser
+from llmchat.wire import Job, parse_job
+
+__all__ = ["GROUP", "Job", "JobQueue", "Stream"]
 
 GROUP = "workers"
 
@@ -34,40 +33,6 @@ return 1
 """
 
 
-@dataclass(frozen=True)
-class Job:
-    room: str
-    queue: str  # the model's name, or the leader queue
-    job_id: str
-    cut: str
-    msg: str
-    reason: str
-    enqueued_at: float
-
-    picked_at: float = 0.0
-
-    @property
-    def queue_time(self) -> float:
-        """Queued to picked up (or to now, while not picked up yet)."""
-        end = self.picked_at or time.time()
-        return max(0.0, end - self.enqueued_at)
-
-
-def parse_job(room: str, queue: str, job_id: str, fields: dict[str, str]) -> Job:
-    cut = fields.get("cut", "")
-    parse_stream_id(cut)
-    return Job(
-        picked_at=time.time(),
-        room=room,
-        queue=queue,
-        job_id=job_id,
-        cut=cut,
-        msg=fields.get("msg", ""),
-        reason=fields.get("reason", ""),
-        enqueued_at=float(fields.get("ts", "0") or 0),
-    )
-
-
 #: (room, queue) pairs: a worker reads its own queue in each room, and the leader queue of
 #: the rooms it leads.
 Stream = tuple[str, str]
@@ -79,42 +44,34 @@ class JobQueue:
     def __init__(self, redis: aioredis.Redis, consumer: str) -> None:
         self._redis = redis
         self.consumer = consumer
+        self._group: ConsumerGroup[Job] = ConsumerGroup(redis, GROUP, consumer)
         self._advance = redis.register_script(_ADVANCE_LUA)
 
     @staticmethod
     def key(room: str, queue: str) -> str:
         return keys.jobs(room, queue)
 
+    @staticmethod
+    def _parser(room: str, queue: str) -> Parser[Job]:
+        return lambda job_id, fields: parse_job(room, queue, job_id, fields)
+
     async def ensure_group(self, room: str, queue: str) -> None:
-        try:
-            await self._redis.xgroup_create(self.key(room, queue), GROUP, id="0", mkstream=True)
-        except aioredis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await self._group.ensure_group(self.key(room, queue))
 
     async def read(self, streams: list[Stream], count: int, block_ms: int | None) -> list[Job]:
         """New jobs for this consumer (blocking up to ``block_ms``; None: do not block)."""
-        by_key = {self.key(r, q): (r, q) for r, q in streams}
-        wanted: dict[Any, Any] = dict.fromkeys(by_key, ">")
-        resp = await self._redis.xreadgroup(
-            GROUP, self.consumer, wanted, count=count, block=block_ms
-        )
-        jobs: list[Job] = []
-        for stream, rows in cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], resp or []):
-            if str(stream) in by_key:
-                room, queue = by_key[str(stream)]
-                jobs.extend(parse_job(room, queue, jid, fields) for jid, fields in rows)
-        return jobs
+        parsers = {self.key(r, q): self._parser(r, q) for r, q in streams}
+        return await self._group.read(parsers, count, block_ms)
 
     async def reclaim(self, streams: list[Stream], min_idle_ms: int, count: int = 100) -> list[Job]:
         """Jobs whose holder stopped renewing its claim for ``min_idle_ms`` (crashed replica)."""
         jobs: list[Job] = []
         for room, queue in streams:
-            resp = await self._redis.xautoclaim(
-                self.key(room, queue), GROUP, self.consumer, min_idle_ms, "0-0", count=count
+            jobs.extend(
+                await self._group.claim_stale(
+                    self.key(room, queue), self._parser(room, queue), min_idle_ms, count
+                )
             )
-            rows = cast(list[tuple[str, dict[str, str] | None]], resp[1])
-            jobs.extend(parse_job(room, queue, jid, f) for jid, f in rows if f)
         return jobs
 
     def _by_stream(self, jobs: list[Job]) -> dict[str, list[str]]:
@@ -126,14 +83,11 @@ class JobQueue:
     async def renew(self, jobs: list[Job]) -> None:
         """Reset the idle time of jobs we are working on, so nobody reclaims them."""
         for key, ids in self._by_stream(jobs).items():
-            await self._redis.xclaim(key, GROUP, self.consumer, 0, list[Any](ids), justid=True)
+            await self._group.renew(key, ids)
 
     async def ack(self, jobs: list[Job]) -> None:
         for key, ids in self._by_stream(jobs).items():
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.xack(key, GROUP, *ids)
-            pipe.xdel(key, *ids)
-            await pipe.execute()
+            await self._group.ack(key, ids, delete=True)
 
     async def answered_cut(self, room: str, queue: str) -> str | None:
         raw = await self._redis.hget(keys.answered(room), queue)

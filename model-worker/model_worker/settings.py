@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import NoDecode
 
-from llmchat.models import MODEL_NAME_RE, ROOM_NAME_RE
-from llmchat.redact import redact_url
-from llmchat.settings import ComponentSettings
+from llmchat.models import MODEL_NAME_RE
+from llmchat.settings import LeaseSettings, RoomsSettings
 
 
-class WorkerSettings(ComponentSettings):
+class WorkerSettings(RoomsSettings, LeaseSettings):
     model_name: str = Field(default="smollm2", description="The model's name in its rooms.")
-    rooms: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["lobby"], description="Rooms served (comma-separated)."
-    )
     backend: Literal["llamacpp", "ollama", "gemini"] = "llamacpp"
     backend_model: str = Field(default="smollm2-135m", description="Registry name, tag or path.")
     backend_host: str | None = Field(default=None, description="Ollama host / Gemini base URL.")
@@ -74,9 +68,6 @@ class WorkerSettings(ComponentSettings):
     room_config: Path | None = Field(
         default=None, description="A RoomCreate JSON file (the operator's ConfigMap) to register."
     )
-    lease_duration_s: float = Field(default=1.0, gt=0, le=60, description="Leadership lease.")
-    lease_renew_s: float = Field(default=0.25, gt=0, le=30, description="Renew interval.")
-    lease_retry_s: float = Field(default=0.1, gt=0, le=30, description="Campaign interval.")
     hysteresis: float = Field(
         default=0.0,
         ge=0,
@@ -88,35 +79,11 @@ class WorkerSettings(ComponentSettings):
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=0, ge=0, le=65535, description="/healthz and /metrics; 0 = off.")
 
-    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
-        """repr/str without the Redis password (the API key is a SecretStr already)."""
-        for name, value in super().__repr_args__():
-            yield name, redact_url(value) if name == "redis_url" else value
-
     @model_validator(mode="after")
     def _timings(self) -> WorkerSettings:
-        if not self.lease_renew_s < self.lease_duration_s:
-            raise ValueError("lease_renew_s must be shorter than lease_duration_s")
         if self.claim_idle_ms / 1000 <= self.renew_interval_s:
             raise ValueError("claim_idle_ms must be longer than renew_interval_s")
         return self
-
-    @field_validator("rooms", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [r.strip() for r in value.split(",") if r.strip()]
-        return value
-
-    @field_validator("rooms")
-    @classmethod
-    def _rooms(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one room is needed")
-        bad = [r for r in value if not ROOM_NAME_RE.match(r)]
-        if bad:
-            raise ValueError(f"invalid room names: {', '.join(bad)}")
-        return value
 
     @field_validator("model_name")
     @classmethod

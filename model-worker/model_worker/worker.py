@@ -11,28 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from llmchat import keys, live
-from llmchat.election import ElectionPolicy
-from llmchat.ids import parse_stream_id, server_msg_id
+from llmchat import live
+from llmchat.ids import parse_stream_id
 from llmchat.keys import LEADER_QUEUE
-from llmchat.lease import LeaseTimings
-from llmchat.lease_select import make_lease
 from llmchat.llm.backends.base import (
     Backend,
-    BackendError,
-    BackendUnavailable,
     ChatMessage,
-    Generation,
-    GenerationTimeout,
-    ModelNotFound,
 )
 from llmchat.logs import get_logger
-from llmchat.models import EntryKind, NewEntry, RoomCreate
 from llmchat.redact import redact_url
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import RoomStore
@@ -41,41 +31,24 @@ from llmchat.tasks import stop_task, stop_tasks
 from llmchat.timeline import MessageIdConflictError, Timeline
 from model_worker import metrics
 from model_worker.affinity import Affinity
-from model_worker.elector import Elector
+from model_worker.answers import answer_entry, answer_meta, problem_note
+from model_worker.elector import electors_for
+from model_worker.heartbeat import heartbeat
 from model_worker.jobs import Job, JobQueue, Stream
 from model_worker.prompt import (
     build_prompt,
-    clean_answer,
-    message_alone,
-    repeats_the_window,
     speaks_for_others,
-    stop_sequences,
 )
 from model_worker.settings import WorkerSettings
+from model_worker.startup import prepare
+from model_worker.streaming import AnswerStreamer, turn_outcome
 from model_worker.watchdog import LoopWatchdog
 
 log = get_logger(__name__)
 
-HEARTBEAT_TTL_MS = 3000
-
 
 def newest(jobs: list[Job]) -> Job:
     return max(jobs, key=lambda j: parse_stream_id(j.cut))
-
-
-@dataclass
-class Streamed:
-    """What one generation produced, and how it ended."""
-
-    parts: list[str] = field(default_factory=list)
-    first: float | None = None
-    outcome: str = "ok"
-    problem: str = ""
-    info: Generation = field(default_factory=Generation)
-
-    @property
-    def raw(self) -> str:
-        return "".join(self.parts)
 
 
 class Worker:
@@ -96,43 +69,28 @@ class Worker:
         self.generations = 0
         self.busy = False
         self.load = 0  # generations running (what affinity publishes)
-        self.healthy = True  # the backend answers
         self.watchdog = LoopWatchdog(self.name, settings.stall_after_s)
+        self.streamer = AnswerStreamer(settings, redis, backend, self.watchdog)
         self._last_reclaim = 0.0
-        timings = LeaseTimings(
-            duration_s=settings.lease_duration_s,
-            renew_every_s=settings.lease_renew_s,
-            retry_every_s=settings.lease_retry_s,
+        self.electors = (
+            electors_for(settings, redis, self.serving, self._on_elected)
+            if settings.elections
+            else {}
         )
-        self.electors: dict[str, Elector] = {}
-        if settings.elections:
-            for room in settings.rooms:
-                lease = make_lease(
-                    redis,
-                    name=settings.lease_name or keys.leader_lease_name(room),
-                    redis_key=keys.room_lease(room),
-                    duration_s=timings.duration_s,
-                    namespace=settings.lease_namespace,
-                )
-                elector = Elector(
-                    redis=redis,
-                    room=room,
-                    model=self.name,
-                    holder=self.name,
-                    lease=lease,
-                    fence_key=keys.room_lease(room),
-                    timings=timings,
-                    policy=ElectionPolicy(settings.hysteresis, settings.min_tenure_s),
-                    is_healthy=self.serving,
-                )
-                elector.on_elected = lambda r=room: self._on_elected(r)
-                self.electors[room] = elector
         self._claim_leader_now: set[str] = set()
         # set when this worker wins a room's lease: a turn it is generating for its own queue
         # then gives way, so the room's leader jobs do not wait behind it (one model, one turn
         # at a time)
         self._elected = asyncio.Event()
-        self._streaming = False
+
+    @property
+    def healthy(self) -> bool:
+        """The backend answers (as the last generation or health check found)."""
+        return self.streamer.healthy
+
+    @healthy.setter
+    def healthy(self, value: bool) -> None:
+        self.streamer.healthy = value
 
     def serving(self) -> bool:
         """The backend answers and the job loop moves: fit to lead and to take jobs."""
@@ -150,17 +108,24 @@ class Worker:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
-        if self.settings.room_config is not None:
-            await self._retry(self._register_room)
-        for room in self.settings.rooms:
-            for queue in (self.name, LEADER_QUEUE):
-                await self._retry(lambda r=room, q=queue: self.queue.ensure_group(r, q))
+        await prepare(self.settings, self.rooms, self.queue)
         # load the model (or reach the server) before taking jobs: the first prompt needs the
         # tokenizer, and elections need to know whether we can serve
         self.healthy = await self.backend.health()
         metrics.BACKEND_UP.labels(self.name).set(1 if self.healthy else 0)
         self.watchdog.task = asyncio.current_task()
-        heartbeat = asyncio.create_task(self._heartbeat(stop), name="heartbeat")
+        beating = asyncio.create_task(
+            heartbeat(
+                stop,
+                self.redis,
+                model=self.name,
+                settings=self.settings,
+                serving=self.serving,
+                affinity=self.affinity,
+                load=lambda: self.load,
+            ),
+            name="heartbeat",
+        )
         watchdog = asyncio.create_task(self.watchdog.run(), name="watchdog")
         electors = [
             asyncio.create_task(e.run(), name=f"elector-{room}")
@@ -186,25 +151,9 @@ class Worker:
                 if jobs:
                     await self.handle(jobs)
         finally:
-            await stop_tasks((heartbeat, watchdog, *electors))
+            await stop_tasks((beating, watchdog, *electors))
             for elector in self.electors.values():
                 await elector.resign()
-
-    async def _register_room(self) -> None:
-        """Put the room the operator configured into Redis, so chat-service serves it."""
-        assert self.settings.room_config is not None
-        spec = RoomCreate.model_validate_json(self.settings.room_config.read_text())
-        await self.rooms.upsert(spec)
-
-    async def _retry(self, op: Any) -> None:
-        for attempt in range(60):
-            try:
-                await op()
-                return
-            except UNAVAILABLE_ERRORS as exc:
-                log.warning("worker_redis_wait", error=str(exc), attempt=attempt)
-                await asyncio.sleep(0.5)
-        raise RuntimeError("Redis stayed unreachable for 30 s")
 
     async def _next_jobs(self) -> list[Job]:
         if self._claim_leader_now:
@@ -235,22 +184,6 @@ class Worker:
                     await asyncio.sleep(0.05)
                 return jobs
         return await self.queue.read(streams, self.settings.batch, block_ms=250)
-
-    async def _heartbeat(self, stop: asyncio.Event) -> None:
-        """Expiring per-room liveness keys: elections leave out models whose keys lapsed."""
-        while not stop.is_set():
-            if self.serving():
-                try:
-                    pipe = self.redis.pipeline(transaction=False)
-                    for room in self.settings.rooms:
-                        key = keys.alive(room, self.name, self.settings.consumer)
-                        pipe.set(key, f"{time.time():.3f}", px=HEARTBEAT_TTL_MS)
-                    await pipe.execute()
-                    if self.affinity is not None:
-                        await self.affinity.set_load(self.load)
-                except UNAVAILABLE_ERRORS:
-                    pass
-            await asyncio.sleep(1.0)
 
     async def handle(self, jobs: list[Job]) -> None:
         groups: dict[tuple[str, str], list[Job]] = {}
@@ -320,7 +253,7 @@ class Worker:
                 done, _ = await asyncio.wait({gen, elected}, return_when=asyncio.FIRST_COMPLETED)
                 if gen in done:
                     return gen.result()
-                if self._streaming:
+                if self.streamer.streaming:
                     break
                 # elected after the answer was made: let it be stored, it is nearly done
                 self._elected.clear()
@@ -338,88 +271,12 @@ class Worker:
             with contextlib.suppress(*UNAVAILABLE_ERRORS):
                 await self.queue.renew(jobs)
 
-    async def _answer(
-        self,
-        room: str,
-        base: dict[str, Any],
-        messages: list[ChatMessage],
-        speakers: set[str],
-    ) -> tuple[Streamed, str, list[ChatMessage], str | None]:
-        """Stream the answer, cleaned; asked once more, from the message being answered alone,
-        when a small model copied an earlier line of the room word for word (``repeat``) or
-        wrote nothing but someone else's line (``forged``: ``alice: Hello, I'm alice.``)."""
-        out = await self._stream(room, base, messages, speakers)
-        text = clean_answer(out.raw, self.name, speakers)
-        if out.outcome != "ok":
-            return out, text, messages, None
-        if repeats_the_window(text, messages, self.name):
-            retried, alone = "repeat", message_alone(messages)
-        elif not text and speaks_for_others(out.raw, self.name, speakers):
-            retried, alone = "forged", message_alone(messages, unlabelled=True)
-        else:
-            return out, text, messages, None
-        metrics.GENERATIONS.labels(self.name, retried).inc()
-        log.info("answer_retrying", model=self.name, room=room, turn=base["turn"], why=retried)
-        out = await self._stream(room, {**base, "retry": retried}, alone, speakers)
-        return out, clean_answer(out.raw, self.name, speakers), alone, retried
-
-    async def _stream(
-        self, room: str, base: dict[str, Any], messages: list[ChatMessage], speakers: set[str]
-    ) -> Streamed:
-        """One generation, its tokens published live as they come (a "start" event first)."""
-        await live.publish(self.redis, room, {"type": "start", **base})
-        out = Streamed()
-        started = time.monotonic()
-        self._streaming = True
-        try:
-            async for delta in self.backend.stream_chat(
-                messages,
-                max_tokens=self.settings.max_tokens,
-                temperature=self.settings.temperature,
-                seed=self.settings.seed,
-                timeout_s=self.settings.generation_timeout_s,
-                stop=stop_sequences(speakers, self.name),
-                info=out.info,
-            ):
-                if not delta:
-                    continue
-                if out.first is None:
-                    out.first = time.monotonic() - started
-                    metrics.FIRST_TOKEN.labels(self.name).observe(out.first)
-                out.parts.append(delta)
-                self.watchdog.beat(self.settings.generation_timeout_s)
-                metrics.TOKENS.labels(self.name).inc()
-                await live.publish(
-                    self.redis,
-                    room,
-                    {"type": "delta", "seq": len(out.parts), "text": delta, **base},
-                )
-            self.healthy = True
-        except GenerationTimeout:
-            out.outcome = "timeout"
-        except ModelNotFound as exc:
-            out.outcome, out.problem = "model_not_found", str(exc)
-        except BackendUnavailable as exc:
-            out.outcome, out.problem = "unavailable", str(exc)
-            self.healthy = False
-        except BackendError as exc:
-            out.outcome, out.problem = "error", str(exc)
-        except asyncio.CancelledError:
-            with contextlib.suppress(*UNAVAILABLE_ERRORS):
-                await live.publish(
-                    self.redis, room, {"type": "end", "outcome": "preempted", **base}
-                )
-            raise
-        finally:
-            self._streaming = False
-        return out
-
     async def _generate(self, room: str, turn: Job, jobs: list[Job]) -> bool:
         """Answer the turn; False when the answer was fenced (the jobs stay for the leader)."""
         messages, speakers = await self._prompt(room, turn)
         base = {"model": self.name, "turn": turn.cut, "worker": self.settings.consumer}
         started = time.monotonic()
-        out, text, messages, retried = await self._answer(room, base, messages, speakers)
+        out, text, messages, retried = await self.streamer.answer(room, base, messages, speakers)
         total = time.monotonic() - started
         self.load = 0
         if self.affinity is not None:
@@ -434,27 +291,19 @@ class Worker:
         outcome, problem = turn_outcome(out, text, forged)
         metrics.GENERATIONS.labels(self.name, outcome).inc()
         await live.publish(self.redis, room, {"type": "end", "outcome": outcome, **base})
-        meta = {
-            "model": self.name,
-            "turn": turn.cut,
-            "cut": turn.cut,
-            "jobs": len(jobs),
-            "reason": turn.reason,
-            "backend": self.backend.name,
-            "tokens": len(out.parts),
-            "first_token_s": round(out.first, 4) if out.first is not None else None,
-            "total_s": round(total, 4),
-            "queue_s": round(max(j.queue_time for j in jobs), 4),
-            "outcome": outcome,
-            "finish": out.info.finish_reason,
-            "worker": self.settings.consumer,
-        }
-        if forged:
-            meta["forged_cut"] = True  # lines written for others were cut from the answer
-        if retried:
-            meta["retried"] = retried
-        if self.settings.record_prompt:
-            meta["prompt"] = [m.model_dump() for m in messages]
+        meta = answer_meta(
+            model=self.name,
+            turn=turn,
+            jobs=jobs,
+            backend=self.backend.name,
+            out=out,
+            total_s=total,
+            outcome=outcome,
+            worker=self.settings.consumer,
+            forged=forged,
+            retried=retried,
+            prompt=messages if self.settings.record_prompt else None,
+        )
         as_leader = turn.queue == LEADER_QUEUE
         fence = None
         if as_leader:
@@ -513,19 +362,7 @@ class Worker:
         """Store the answer (as the leader: fenced by its term, refused without one); False
         when it was fenced."""
         as_leader = bool(meta.get("as_leader"))
-        if meta["outcome"] in ("timeout", "cut"):
-            meta["truncated"] = True  # the page shows it as cut short
-        answer = NewEntry(
-            msg_id=(
-                server_msg_id("lead", turn.cut)
-                if as_leader
-                else server_msg_id("ans", self.name, turn.cut)
-            ),
-            kind=EntryKind.MODEL,
-            author=self.name,
-            text=text,
-            meta=meta,
-        )
+        answer = answer_entry(self.name, turn, text, meta, as_leader=as_leader)
         try:
             if as_leader and fence is None:
                 raise FencedError("not the leader any more")
@@ -547,24 +384,5 @@ class Worker:
     ) -> None:
         """The note in the room that this model could not answer the turn (fully)."""
         reason = problem or f"the answer was cut off after {self.settings.generation_timeout_s:g} s"
-        note = NewEntry(
-            msg_id=server_msg_id("err", self.name, turn.cut),
-            kind=EntryKind.SYSTEM,
-            author="system",
-            text=f"@{self.name} could not answer fully: {reason}",
-            meta=meta,
-        )
+        note = problem_note(self.name, turn, reason, meta)
         await self.timeline.append(room, note)
-
-
-def turn_outcome(out: Streamed, text: str, forged: bool) -> tuple[str, str | None]:
-    """How a generation ended for the room, and the problem to report if any: an answer that
-    cleaned down to nothing is ``empty`` (it only spoke for others, or said nothing); one the
-    backend stopped for its token budget is ``cut``; else the stream's own outcome."""
-    if not text and out.outcome == "ok":
-        if forged:
-            return "empty", "its answer only spoke for other participants, so it was not posted"
-        return "empty", "the model returned an empty answer"
-    if out.outcome == "ok" and out.info.cut:
-        return "cut", out.problem
-    return out.outcome, out.problem

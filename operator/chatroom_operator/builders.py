@@ -11,10 +11,31 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from chatroom_operator.naming import (
+    COMPONENT_LABEL,
+    CONFIG,
+    CONFIG_MOUNT,
+    JUDGE,
+    JUDGE_LEASE,
+    LEADER_LEASE,
+    MANAGED_BY_LABEL,
+    MANAGER,
+    MODEL_LABEL,
+    PART_OF,
+    ROOM_CONFIG_FILE,
+    ROOM_LABEL,
+    RUN_AS,
+    WORKER,
+    config_name,
+    judge_name,
+    labels,
+    metadata,
+    owner_reference,
+    selector_labels,
+    worker_name,
+)
 from chatroom_operator.settings import OperatorSettings
 from chatroom_operator.spec import (
-    API_VERSION,
-    KIND,
     ChatRoomSpec,
     ModelSpec,
     RoomRef,
@@ -22,21 +43,38 @@ from chatroom_operator.spec import (
 )
 from llmchat import keys
 
-MANAGER = "llmchat-operator"
-PART_OF = "llm-in-the-chat"
-ROOM_LABEL = "llmchat.io/room"
-MODEL_LABEL = "llmchat.io/model"
-COMPONENT_LABEL = "app.kubernetes.io/component"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-WORKER = "model-worker"
-JUDGE = "judge"
-CONFIG = "room-config"
-LEADER_LEASE = "leader-lease"
-JUDGE_LEASE = "judge-lease"
-CONFIG_MOUNT = "/etc/llmchat"
-ROOM_CONFIG_FILE = "room.json"
-#: A non-root user in the image (uid/gid 1000).
-RUN_AS = 1000
+#: The names and labels are ``chatroom_operator.naming``'s, re-exported for the builders' users.
+__all__ = [
+    "COMPONENT_LABEL",
+    "CONFIG",
+    "CONFIG_MOUNT",
+    "JUDGE",
+    "JUDGE_LEASE",
+    "LEADER_LEASE",
+    "MANAGED_BY_LABEL",
+    "MANAGER",
+    "MODEL_LABEL",
+    "PART_OF",
+    "ROOM_CONFIG_FILE",
+    "ROOM_LABEL",
+    "RUN_AS",
+    "WORKER",
+    "Children",
+    "children",
+    "config_name",
+    "judge_deployment",
+    "judge_name",
+    "labels",
+    "lease",
+    "metadata",
+    "model_deployment",
+    "owner_reference",
+    "redis_secret",
+    "room_config",
+    "room_leases",
+    "selector_labels",
+    "worker_name",
+]
 
 
 @dataclass(frozen=True)
@@ -49,63 +87,6 @@ class Children:
 
     def deployment_names(self) -> set[str]:
         return {d["metadata"]["name"] for d in self.deployments}
-
-
-# -- names and labels --------------------------------------------------------------------------
-
-
-def worker_name(room: str, model: str) -> str:
-    return f"{room}-{model}"
-
-
-def judge_name(room: str) -> str:
-    return f"{room}-judge"
-
-
-def config_name(room: str) -> str:
-    return f"{room}-config"
-
-
-def selector_labels(room: str, component: str, model: str | None = None) -> dict[str, str]:
-    """The stable labels a Deployment selects its pods by (a selector cannot change)."""
-    labels = {ROOM_LABEL: room, COMPONENT_LABEL: component}
-    if model is not None:
-        labels[MODEL_LABEL] = model
-    return labels
-
-
-def labels(room: str, component: str, model: str | None = None) -> dict[str, str]:
-    """The recommended ``app.kubernetes.io`` labels plus ours."""
-    return {
-        "app.kubernetes.io/name": PART_OF,
-        "app.kubernetes.io/instance": room,
-        "app.kubernetes.io/part-of": PART_OF,
-        MANAGED_BY_LABEL: MANAGER,
-        **selector_labels(room, component, model),
-    }
-
-
-def owner_reference(room: RoomRef) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": room.name,
-        "uid": room.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def _metadata(room: RoomRef, name: str, component: str, model: str | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "namespace": room.namespace,
-        "labels": labels(room.name, component, model),
-        "ownerReferences": [owner_reference(room)],
-    }
-
-
-# -- pods --------------------------------------------------------------------------------------
 
 
 def _env(name: str, value: object) -> dict[str, Any]:
@@ -257,7 +238,7 @@ def _deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(room, name, component, model),
+        "metadata": metadata(room, name, component, model),
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 3,
@@ -366,7 +347,7 @@ def room_config(room: RoomRef, spec: ChatRoomSpec) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(room, config_name(room.name), CONFIG),
+        "metadata": metadata(room, config_name(room.name), CONFIG),
         "data": {
             ROOM_CONFIG_FILE: json.dumps(document, sort_keys=True, indent=2),
             "spec.json": json.dumps(spec.model_dump(by_alias=True), sort_keys=True, indent=2),
@@ -380,7 +361,7 @@ def lease(room: RoomRef, name: str, component: str, duration_s: int) -> dict[str
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": _metadata(room, name, component),
+        "metadata": metadata(room, name, component),
         "spec": {"leaseDurationSeconds": duration_s},
     }
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from chatroom_operator.builders import (
+from chatroom_operator.naming import (
     MANAGED_BY_LABEL,
     MANAGER,
     ROOM_LABEL,
@@ -25,6 +25,28 @@ from chatroom_operator.spec import GROUP, PLURAL, VERSION
 from chatroom_operator.views import DeploymentView, LeaseView
 
 
+def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
+    """kopf's settings for this operator."""
+    # Watch streams can go silent without closing (kopf issues #232, #585, #847): bound
+    # them on both sides so kopf re-lists and re-watches instead of waiting forever.
+    settings.watching.server_timeout = ours.watch_server_timeout_s  # whole seconds
+    settings.watching.client_timeout = ours.watch_client_timeout_s
+    settings.watching.connect_timeout = ours.watch_connect_timeout_s
+    # standalone: the operator Lease, not kopf's peering, decides who reconciles
+    settings.peering.standalone = True
+    # only warnings from the logs become Events; the handlers post the rest explicitly
+    settings.posting.level = 30
+    settings.posting.reporting_component = MANAGER
+    settings.persistence.finalizer = "operator.llmchat.io/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix="operator.llmchat.io"
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="operator.llmchat.io", key="last-handled-configuration"
+    )
+    settings.batching.error_delays = (1, 1, 2, 3, 5, 8, 13)
+
+
 def register(
     registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: OperatorSettings
 ) -> None:
@@ -32,31 +54,19 @@ def register(
 
     @kopf.on.startup(id="configure", registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        ours = reconciler.settings
-        # Watch streams can go silent without closing (kopf issues #232, #585, #847): bound
-        # them on both sides so kopf re-lists and re-watches instead of waiting forever.
-        settings.watching.server_timeout = ours.watch_server_timeout_s  # whole seconds
-        settings.watching.client_timeout = ours.watch_client_timeout_s
-        settings.watching.connect_timeout = ours.watch_connect_timeout_s
-        # standalone: the operator Lease, not kopf's peering, decides who reconciles
-        settings.peering.standalone = True
-        # only warnings from the logs become Events; the handlers post the rest explicitly
-        settings.posting.level = 30
-        settings.posting.reporting_component = MANAGER
-        settings.persistence.finalizer = "operator.llmchat.io/finalizer"
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-            prefix="operator.llmchat.io"
-        )
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix="operator.llmchat.io", key="last-handled-configuration"
-        )
-        settings.batching.error_delays = (1, 1, 2, 3, 5, 8, 13)
+        configure_kopf(settings, reconciler.settings)
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
         return info
 
+    _register_indexes(registry)
+    _register_reconciler(registry, reconciler)
+
+
+def _register_indexes(registry: kopf.OperatorRegistry) -> None:
+    """The live views of every room's children and bodies (kopf indexes)."""
     children_only: dict[str, Any] = {
         MANAGED_BY_LABEL: MANAGER,
         ROOM_LABEL: kopf.PRESENT,
@@ -91,6 +101,10 @@ def register(
         *, namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[RoomKey, Any]:
         return {(namespace or "", name): copy.deepcopy(dict(body))}
+
+
+def _register_reconciler(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
+    """The refresher's start and stop, and the full reconcile of a room."""
 
     @kopf.on.startup(id="start_refresher", registry=registry)
     async def start_refresher(**kwargs: Any) -> None:

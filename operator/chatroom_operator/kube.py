@@ -15,7 +15,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from chatroom_operator.builders import MANAGER
+from chatroom_operator.naming import MANAGER
 from chatroom_operator.spec import GROUP, PLURAL, VERSION
 
 APPLY = "application/apply-patch+yaml"

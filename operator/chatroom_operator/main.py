@@ -25,6 +25,7 @@ from chatroom_operator.kube import Kube, new_api_client
 from chatroom_operator.reconciler import Reconciler
 from chatroom_operator.settings import OperatorSettings
 from llmchat.health_server import HealthServer
+from llmchat.leadership import Leadership
 from llmchat.lease import LeaseRecord
 from llmchat.lease_k8s import KubernetesLease
 from llmchat.logs import configure_logging, get_logger
@@ -57,6 +58,21 @@ class Operator:
             },
         )
 
+        self.leadership = Leadership(
+            self.lease,
+            settings.identity,
+            settings.lease_timings,
+            on_started=self._started,
+            on_stopped=self._stopped,
+            on_error=self._lease_error,
+            keep_through_errors=True,
+            error_reason="not-renewed",
+        )
+        self._kopf_stop = asyncio.Event()
+        self._kopf_task: asyncio.Task[None] | None = None
+        self._lost = False
+        self._waited = 0.0
+
     def ready(self) -> tuple[bool, dict[str, Any]]:
         return True, {"role": self.role, "identity": self.settings.identity}
 
@@ -66,10 +82,7 @@ class Operator:
             health = HealthServer("operator", self.settings.host, self.settings.port, self.ready)
             health.start()
         try:
-            record = await self._campaign(stop)
-            if record is None:
-                return 0
-            return await self._lead(record, stop)
+            return await self._elected(stop)
         finally:
             metrics.ACTIVE.set(0)
             metrics.LEASE_TERM.set(0)
@@ -77,72 +90,75 @@ class Operator:
                 await health.stop()
             self.api.close()  # type: ignore[no-untyped-call]
 
-    async def _campaign(self, stop: asyncio.Event) -> LeaseRecord | None:
+    async def _elected(self, stop: asyncio.Event) -> int:
+        """Stand by until the Lease is ours, run kopf while it stays ours: the exit code."""
         s = self.settings
         log.info(
             "operator_standby",
             identity=s.identity,
             lease=f"{s.lease_namespace}/{s.lease_name}",
         )
-        waited = time.monotonic()
-        while not stop.is_set():
-            try:
-                record = await self.lease.try_acquire(s.identity)
-            except Exception as exc:  # the API server may be away for a moment
-                log.warning("operator_lease_error", error=str(exc))
-                record = None
-            if record is not None:
-                log.info(
-                    "operator_active",
-                    identity=s.identity,
-                    term=record.term,
-                    waited_s=round(time.monotonic() - waited, 3),
-                )
-                return record
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), s.lease_retry_s)
-        return None
+        self._waited = time.monotonic()
+        leadership = self.leadership
+        await leadership.run(stop, until=self._over)
+        if self._kopf_task is None:
+            return 0
+        lost = await self._stop_kopf(stop)
+        self.role = "standby"
+        if lost:
+            return LOST
+        term = leadership.term
+        await leadership.resign()
+        log.info("operator_released", identity=s.identity, term=term)
+        return 0
 
-    async def _lead(self, record: LeaseRecord, stop: asyncio.Event) -> int:
+    def _over(self) -> bool:
+        """Leadership lost, or kopf ended by itself: this replica stops leading."""
+        return self._lost or (self._kopf_task is not None and self._kopf_task.done())
+
+    def _lease_error(self, exc: Exception) -> None:
+        # the API server may be away for a moment; a leader keeps acting only while the Lease
+        # it last renewed is surely still ours (``LeaseTimings.still_ours``)
+        event = "operator_renew_error" if self.leadership.leading else "operator_lease_error"
+        log.warning(event, error=str(exc))
+
+    def _started(self, got: LeaseRecord, _previous: LeaseRecord | None) -> None:
         s = self.settings
+        log.info(
+            "operator_active",
+            identity=s.identity,
+            term=got.term,
+            waited_s=round(time.monotonic() - self._waited, 3),
+        )
         self.role = "active"
         metrics.ACTIVE.set(1)
-        metrics.LEASE_TERM.set(record.term)
+        metrics.LEASE_TERM.set(got.term)
         registry = kopf.OperatorRegistry()
         register(registry, Reconciler(s, self.kube), s)
-        kopf_stop = asyncio.Event()
-        kopf_task = asyncio.create_task(
+        self._kopf_task = asyncio.create_task(
             kopf.operator(
                 registry=registry,
                 standalone=True,
                 clusterwide=not s.namespaces,
                 namespaces=s.namespaces,
-                stop_flag=kopf_stop,
+                stop_flag=self._kopf_stop,
             )
         )
-        renewed = time.monotonic()
-        lost = False
-        while not stop.is_set() and not kopf_task.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), s.lease_renew_s)
-            if stop.is_set():
-                break
-            try:
-                ok = await self.lease.renew(s.identity, record.term)
-            except Exception as exc:
-                log.warning("operator_renew_error", error=str(exc))
-                # keep acting only while the Lease we last renewed is surely still ours
-                ok = time.monotonic() - renewed < s.lease_duration_s - s.lease_renew_s
-            else:
-                if ok:
-                    renewed = time.monotonic()
-            if not ok:
-                lost = True
-                log.error("operator_lease_lost", identity=s.identity, term=record.term)
-                break
-        kopf_stop.set()
+
+    def _stopped(self, reason: str) -> None:
+        if reason != "shutdown":
+            self._lost = True
+            log.error(
+                "operator_lease_lost", identity=self.settings.identity, term=self.leadership.term
+            )
+
+    async def _stop_kopf(self, stop: asyncio.Event) -> bool:
+        """Stop kopf (leadership over); True when it ended by losing the Lease or failing."""
+        assert self._kopf_task is not None
+        lost = self._lost
+        self._kopf_stop.set()
         try:
-            await asyncio.wait_for(kopf_task, KOPF_STOP_TIMEOUT_S)
+            await asyncio.wait_for(self._kopf_task, KOPF_STOP_TIMEOUT_S)
         except TimeoutError:
             log.error("operator_kopf_stop_timeout", timeout_s=KOPF_STOP_TIMEOUT_S)
         except Exception as exc:
@@ -154,13 +170,7 @@ class Operator:
                 # and returns normally; on a fatal error it raises instead
                 log.info("operator_kopf_stopped")
                 stop.set()
-        self.role = "standby"
-        if not lost:
-            with contextlib.suppress(Exception):
-                await self.lease.release(s.identity, record.term)
-            log.info("operator_released", identity=s.identity, term=record.term)
-            return 0
-        return LOST
+        return lost
 
 
 async def serve(settings: OperatorSettings, stop: asyncio.Event | None = None) -> int:

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from llmchat import __version__
-from llmchat.settings import ComponentSettings
+from llmchat.settings import LeaseSettings, split_list
 
 #: Where Kubernetes mounts the pod's namespace.
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -29,7 +29,7 @@ def _own_namespace() -> str:
         return "default"
 
 
-class OperatorSettings(ComponentSettings):
+class OperatorSettings(LeaseSettings):
     """The operator's settings; Redis URL and log settings are validated by the base."""
 
     # -- what the children run ---------------------------------------------------------------
@@ -95,9 +95,7 @@ class OperatorSettings(ComponentSettings):
     @field_validator("namespaces", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [n.strip() for n in value.split(",") if n.strip()]
-        return value
+        return split_list(value)
 
     @field_validator("namespaces")
     @classmethod
@@ -109,10 +107,6 @@ class OperatorSettings(ComponentSettings):
 
     @model_validator(mode="after")
     def _timings(self) -> OperatorSettings:
-        if not self.lease_renew_s < self.lease_duration_s:
-            raise ValueError("lease_renew_s must be shorter than lease_duration_s")
-        if not self.lease_retry_s <= self.lease_duration_s:
-            raise ValueError("lease_retry_s must be at most lease_duration_s")
         if not self.watch_server_timeout_s < self.watch_client_timeout_s:
             raise ValueError("watch_server_timeout_s must be shorter than watch_client_timeout_s")
         return self

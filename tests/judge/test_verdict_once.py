@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
-from judge.service import JudgeService
 
 from llmchat import keys
 from llmchat.ratings import RatingStore
 from llmchat.timeline import Timeline
+from llmchat.wire import parse_round
 from tests.judge.test_judge_rate_limit import (
     ROOM,
     Counting,
@@ -34,7 +34,7 @@ async def test_a_round_judged_twice_moves_the_ratings_once(redis_server: RedisSe
         assert {m: x.rounds for m, x in after_first.items()} == {"ada": 1, "bob": 1}
         # the same round again, as after a crash between storing the verdict and the ack
         rows: Any = await r.xrange(keys.rounds(ROOM))
-        again = JudgeService._parse(ROOM, rows[0][0], rows[0][1])
+        again = parse_round(ROOM, rows[0][0], rows[0][1])
         assert again.cut == cut
         await service.judge(again)
         after_second = await RatingStore(r).all(ROOM)
@@ -59,7 +59,7 @@ async def test_ratings_missed_by_a_crash_are_applied_from_the_stored_verdict(
         scored = await until(lambda: RatingStore(r).all(ROOM), 15, "the ratings")
         await r.delete(keys.ratings(ROOM), keys.rated_rounds(ROOM))  # as if never applied
         rows: Any = await r.xrange(keys.rounds(ROOM))
-        await service.judge(JudgeService._parse(ROOM, rows[0][0], rows[0][1]))
-        await service.judge(JudgeService._parse(ROOM, rows[0][0], rows[0][1]))
+        await service.judge(parse_round(ROOM, rows[0][0], rows[0][1]))
+        await service.judge(parse_round(ROOM, rows[0][0], rows[0][1]))
         assert await RatingStore(r).all(ROOM) == scored
     await r.aclose()
