@@ -121,6 +121,17 @@ def same_slot(*names: str) -> bool:
     return len({key_slot(n.encode("utf-8")) for n in names}) <= 1
 
 
+def slot_groups(client: object, names: list[str]) -> list[list[str]]:
+    """``names`` split so that no group crosses a cluster slot (one group on one Redis): what a
+    multi-key command such as ``XREADGROUP`` over several rooms' streams must be cut into."""
+    if not is_cluster(client) or same_slot(*names):
+        return [names] if names else []
+    groups: dict[int, list[str]] = {}
+    for n in names:
+        groups.setdefault(key_slot(n.encode("utf-8")), []).append(n)
+    return list(groups.values())
+
+
 _NODE_CLIENTS: weakref.WeakKeyDictionary[RedisCluster, dict[str, aioredis.Redis]] = (
     weakref.WeakKeyDictionary()
 )
