@@ -246,6 +246,22 @@ class RedisCluster:
                 return node
         raise ClusterError(f"{host}:{port} is not a node of this cluster")
 
+    def replica_of(self, master: ClusterNode) -> ClusterNode:
+        """The running replica that follows ``master``."""
+        for node in self.live_nodes():
+            with node.client() as c:
+                info = c.info("replication")
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port:
+                return node
+        raise ClusterError(f"no running replica follows {master.address}")
+
+    def kill(self, node: ClusterNode) -> None:
+        """SIGKILL one node, whatever its role."""
+        if node.proc is None:
+            raise ClusterError(f"{node.address} is not running")
+        node.proc.send_signal(signal.SIGKILL)
+        node.proc.wait(10)
+
     def kill_master(self, node: ClusterNode | None = None) -> ClusterNode:
         """SIGKILL a master (the first one, unless named); returns it."""
         target = node or self.master_nodes()[0]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 from llmchat_tools.client import ClientError, RoomClient
 from llmchat_tools.redis_cluster import RedisCluster
 
-from tests.support.auth import LIVE_REDIS, admin_headers, token
+from tests.support.auth import admin_headers, token
 from tests.support.procs import ChatService
 
 ROOM = "lobby"
@@ -23,17 +22,6 @@ WRITERS = 4
 PER_WRITER = 60
 #: Where each run appends its figures (one JSON line a run).
 FIGURES = Path("/tmp/llmchat-master-kill.jsonl")
-
-
-@pytest.fixture
-def fresh_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
-    """A cluster of its own: the kill leaves a master without a replica behind."""
-    cluster = RedisCluster(base_dir=tmp_path / "cluster")
-    cluster.start()
-    LIVE_REDIS.append(cluster.url)
-    yield cluster
-    LIVE_REDIS.remove(LIVE_REDIS[-1])
-    cluster.stop()
 
 
 def stored(svc: ChatService) -> list[str]:
