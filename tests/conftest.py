@@ -14,6 +14,9 @@ from llmchat_tools.redis_cluster import RedisCluster
 from tests.support.auth import LIVE_REDIS
 from tests.support.procs import ChatService, JudgeProc, ModelWorker, RedisServer
 
+#: The one set of Kubernetes fixtures (tests/k8s, tests/operator, tests/chaos, tests/chart).
+pytest_plugins = ["tests.support.k8s"]
+
 
 @dataclass
 class ClusterTarget:

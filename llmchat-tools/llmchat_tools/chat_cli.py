@@ -309,36 +309,49 @@ async def chat(
         Live(console=console, transient=True, auto_refresh=False) if console.is_terminal else None
     )
     view.live = live
-    errors_seen = 0
     try:
         if live is not None:
             live.start()
-        while True:
-            line = await queue.get()
-            if line is None or line.strip() == "/quit":
-                break
-            if line.strip() == "/leave":
-                if await _leave(urls, room, session, view):
-                    break
-                continue
-            if not line.strip():
-                continue
-            try:
-                await client.post(line, timeout=60)
-            except ClientError as exc:
-                view.note(f"not sent: {str(exc).split(': ', 1)[-1]}", style="bold red")
-            except TimeoutError:
-                view.note("not sent: the room did not acknowledge it in 60 s", style="bold red")
-            for frame in client.errors[errors_seen:]:
-                if not frame.get("ref"):
-                    view.note(f"error: {frame.get('message')}", style="bold red")
-            errors_seen = len(client.errors)
+        await _converse(urls, room, session=session, client=client, view=view, lines=queue)
     finally:
         await stop_task(refresher)
         if live is not None:
             live.stop()
         await client.close()
     return 0
+
+
+async def _converse(
+    urls: list[str],
+    room: str,
+    *,
+    session: Session,
+    client: RoomClient,
+    view: ChatView,
+    lines: asyncio.Queue[str | None],
+) -> None:
+    """Post each line typed, until ``/quit``, the end of input or a ``/leave`` that worked."""
+    errors_seen = 0
+    while True:
+        line = await lines.get()
+        if line is None or line.strip() == "/quit":
+            break
+        if line.strip() == "/leave":
+            if await _leave(urls, room, session, view):
+                break
+            continue
+        if not line.strip():
+            continue
+        try:
+            await client.post(line, timeout=60)
+        except ClientError as exc:
+            view.note(f"not sent: {str(exc).split(': ', 1)[-1]}", style="bold red")
+        except TimeoutError:
+            view.note("not sent: the room did not acknowledge it in 60 s", style="bold red")
+        for frame in client.errors[errors_seen:]:
+            if not frame.get("ref"):
+                view.note(f"error: {frame.get('message')}", style="bold red")
+        errors_seen = len(client.errors)
 
 
 async def _leave(urls: list[str], room: str, session: Session, view: ChatView) -> bool:

@@ -7,13 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
-from llmchat_tools.bench.answers import (
+from llmchat_tools.bench.answers import run_suite
+from llmchat_tools.bench.answers_ask import parse_room_url
+from llmchat_tools.bench.answers_data import (
     DEFAULT_QUESTIONS,
     Question,
     QuestionFileError,
     load_questions,
-    parse_room_url,
-    run_suite,
     speaks_for_someone_else,
 )
 

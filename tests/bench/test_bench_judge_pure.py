@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from llmchat_tools.bench.election import (
+from llmchat_tools.bench.election_replay import (
     JudgedRound,
     agreement,
     leader_changes,
@@ -16,17 +16,19 @@ from llmchat_tools.bench.election import (
     rounds_to_lead,
     settled,
 )
-from llmchat_tools.bench.judge import (
+from llmchat_tools.bench.judge_pairs import (
     DATA,
     DEFAULT_PAIRS,
     Pair,
     PairFileError,
-    PairResult,
-    cohen_kappa,
     conversation,
     good_first,
-    last_line,
     load_pairs,
+)
+from llmchat_tools.bench.judge_scores import (
+    PairResult,
+    cohen_kappa,
+    last_line,
     pass_verdicts,
     summarise,
 )

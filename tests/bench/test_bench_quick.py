@@ -84,7 +84,9 @@ def test_failover_quick(tmp_path: Path) -> None:
 def test_judge_quick(tmp_path: Path) -> None:
     """The room's judge on four committed pairs, plus the rubric on two: figures written, the
     last line's numbers are the summary's."""
-    from llmchat_tools.bench.judge import DEFAULT_PAIRS, last_line, run_suite
+    from llmchat_tools.bench.judge import run_suite
+    from llmchat_tools.bench.judge_pairs import DEFAULT_PAIRS
+    from llmchat_tools.bench.judge_scores import last_line
 
     summary = run_suite(DEFAULT_PAIRS, None, None, 4, tmp_path)
     data = _read(tmp_path)

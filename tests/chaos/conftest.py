@@ -1,11 +1,8 @@
-"""Fixtures for the chaos tests: the shared test control plane (from ``tests/k8s``)."""
+"""Helpers for the chaos tests (the Kubernetes fixtures come from ``tests/support/k8s.py``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from tests.k8s.conftest import *  # noqa: F403  (the shared k8s fixtures; one cluster per session)
-from tests.k8s.conftest import Tool, _no_ambient_kubeconfig  # noqa: F401
 
 CHAOS_DIR = Path(__file__).resolve().parents[2] / "chaos"
 

@@ -6,8 +6,7 @@ replace. kwok runs no containers, so the Jobs' own pods never execute the comman
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,22 +20,12 @@ from llmchat_tools.cli.chaos import ChaosError, kill_pods
 from llmchat_tools.devcluster import ClusterHandle
 
 from llmchat import keys
-from tests.chaos.conftest import CHAOS_DIR, Tool, in_namespace
+from tests.chaos.conftest import CHAOS_DIR, in_namespace
+from tests.support.k8s import Tool, wait_for
 
 pytestmark = pytest.mark.k8s
 SA = "llmchat-chaos"
 CHAT = "app.kubernetes.io/name=llm-in-the-chat,app.kubernetes.io/component=chat-service"
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.25)
 
 
 def apply(kubectl: Tool, ns: str, path: Path) -> None:

@@ -1,10 +1,10 @@
-"""Fixtures for the chart, kustomize and dashboard tests: the shared test control plane and
-the operator fixtures (``tests/operator``), plus helpers for PersistentVolumes."""
+"""Fixtures for the chart, kustomize and dashboard tests: the operator fixtures
+(``tests/operator``) on the one set of Kubernetes fixtures (``tests/support/k8s.py``), plus
+helpers for PersistentVolumes."""
 
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.k8s.conftest import Tool, _no_ambient_kubeconfig  # noqa: F401
-from tests.operator.conftest import *  # noqa: F403  (k8s + operator fixtures; one cluster)
+from tests.operator.conftest import *  # noqa: F403  (the operator fixtures)
+from tests.support.k8s import Tool, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "llm-in-the-chat"
@@ -29,14 +29,7 @@ MONITORING_CRDS = [
 
 def poll(predicate: Callable[[], Any], what: str, timeout: float = 60.0, every: float = 0.5) -> Any:
     """Poll until ``predicate()`` is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
+    return wait_for(predicate, what, timeout, interval=every)
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,8 @@ import yaml
 from llmchat_tools.devcluster import Binaries, ClusterHandle
 
 from tests.chart.conftest import CHART, ROOT, poll
-from tests.k8s.conftest import Tool
 from tests.operator.conftest import OperatorProcess
+from tests.support.k8s import Tool
 
 pytestmark = pytest.mark.k8s
 

@@ -28,10 +28,17 @@ import yaml
 from llmchat_tools.client import RoomClient
 
 from tests.chart.conftest import CHART, ROOT
-from tests.operator.conftest import OperatorProcess, free_port
+from tests.operator.conftest import OperatorProcess
 from tests.support.api import make_room
 from tests.support.auth import admin_headers, token
-from tests.support.procs import ChatService, JudgeProc, ModelWorker, RedisServer, wait_until
+from tests.support.procs import (
+    ChatService,
+    JudgeProc,
+    ModelWorker,
+    RedisServer,
+    free_port,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.k8s, pytest.mark.timeout(900)]
 

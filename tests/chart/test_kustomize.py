@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.chart.conftest import ROOT, poll
-from tests.k8s.conftest import Tool
+from tests.support.k8s import Tool
 
 pytestmark = pytest.mark.k8s
 K8S = ROOT / "k8s"

@@ -27,7 +27,7 @@ from chatroom_operator.spec import RoomRef, parse_spec
 from llmchat_tools.devcluster import Binaries
 
 from tests.chart.conftest import CHART, ROOT, poll
-from tests.k8s.conftest import Tool
+from tests.support.k8s import Tool
 
 pytestmark = pytest.mark.k8s
 

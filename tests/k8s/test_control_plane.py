@@ -8,7 +8,6 @@ import ipaddress
 import json
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +22,9 @@ from llmchat_tools.devcluster import (
     DevCluster,
 )
 
-from tests.k8s.conftest import Tool
+from tests.support.k8s import Tool, wait_for
 
 pytestmark = pytest.mark.k8s
-
-
-def wait_for(
-    predicate: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.25
-) -> Any:
-    """Poll until ``predicate()`` is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def test_version_reports_pinned_release(k8s_cluster: ClusterHandle, kubectl: Tool) -> None:

@@ -32,7 +32,7 @@ from llmchat_tools.devcluster.binaries import Binaries
 from llmchat_tools.devcluster.images import ImageArchive, ImageError, build_project_images
 from llmchat_tools.devcluster.node import NodeError, RealNodeCluster
 
-from tests.k8s.conftest import Tool
+from tests.support.k8s import Tool, helm_tool
 
 HERE = Path(__file__).parent
 #: The tier's figures (seconds), printed at the end of the session and written next to the logs.
@@ -131,13 +131,7 @@ def kubectl(real_node: RealNodeCluster) -> Tool:
 @pytest.fixture(scope="module")
 def helm(real_node: RealNodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Tool:
     assert real_node.handle is not None
-    home = tmp_path_factory.mktemp("helm-home")
-    env = {
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-    return Tool(real_node.handle.binaries.helm, real_node.handle, flag="--kubeconfig", env=env)
+    return helm_tool(real_node.handle, tmp_path_factory.mktemp("helm-home"))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

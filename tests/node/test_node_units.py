@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from llmchat_tools.devcluster.coredns import coredns_manifests, corefile
 from llmchat_tools.devcluster.hoststate import HostState
 from llmchat_tools.devcluster.images import containerd_ref, write_scratch_image
 from llmchat_tools.devcluster.netns import parse_route_get
@@ -17,8 +18,6 @@ from llmchat_tools.devcluster.node_config import (
     NodePaths,
     cni_config,
     containerd_config,
-    coredns_manifests,
-    corefile,
     kube_proxy_config,
     kubelet_config,
 )

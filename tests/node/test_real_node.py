@@ -31,9 +31,9 @@ import pytest
 from llmchat_tools.bench.scenarios_measures import model_recovery, replica_recovery
 from llmchat_tools.devcluster.node import EGRESS_CHAIN, NODE_NAME, RealNodeCluster
 
-from tests.k8s.conftest import Tool
 from tests.node.conftest import FIGURES
 from tests.node.people import Conversation, Post
+from tests.support.k8s import Tool
 
 pytestmark = pytest.mark.node
 

@@ -1,15 +1,14 @@
-"""Fixtures for the operator tests: the shared test control plane (from ``tests/k8s``), the
-ChatRoom CRD installed once, and ``llmchat operator`` processes watching one namespace."""
+"""Fixtures for the operator tests: ``llmchat operator`` processes watching one namespace, and
+its ChatRooms through kubectl. The control plane, kubectl, the namespace and the ChatRoom CRD
+come from the one set of Kubernetes fixtures (``tests/support/k8s.py``)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,52 +17,11 @@ import httpx
 import pytest
 from llmchat_tools.devcluster import ClusterHandle
 
-from tests.k8s.conftest import *  # noqa: F403  (the shared k8s fixtures; one cluster per session)
-from tests.k8s.conftest import Tool, _no_ambient_kubeconfig  # noqa: F401
-from tests.support.procs import START_TIMEOUT_S
+from tests.support.k8s import Tool, wait_for
+from tests.support.procs import START_TIMEOUT_S, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD_DIR = ROOT / "k8s" / "crds"
 SAMPLES_DIR = ROOT / "k8s" / "samples"
-
-
-def wait_for(
-    predicate: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.25
-) -> Any:
-    """Poll until ``predicate()`` is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="session")
-def chatroom_crd(kubectl: Tool) -> str:
-    """The ChatRoom CRD from k8s/crds/, established and served."""
-    kubectl("apply", "-f", str(CRD_DIR))
-
-    def established() -> bool:
-        crd = kubectl.json("get", "crd", "chatrooms.llmchat.io")
-        conds = (crd.get("status") or {}).get("conditions") or []
-        return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
-
-    wait_for(established, "the ChatRoom CRD to be established")
-    wait_for(
-        lambda: kubectl("get", "chatrooms", "-A", check=False).returncode == 0,
-        "chatrooms to be served",
-    )
-    return "chatrooms.llmchat.io"
 
 
 class OperatorProcess:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.k8s.conftest import Tool
-from tests.operator.conftest import OperatorProcess, Rooms, room, wait_for
+from tests.operator.conftest import OperatorProcess, Rooms, room
+from tests.support.k8s import Tool, wait_for
 
 pytestmark = pytest.mark.k8s
 

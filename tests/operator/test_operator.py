@@ -10,8 +10,8 @@ import pytest
 from kubernetes import client as k8s_client
 
 from llmchat.lease_k8s import KubernetesLease
-from tests.k8s.conftest import Tool
-from tests.operator.conftest import SAMPLES_DIR, OperatorProcess, Rooms, room, wait_for
+from tests.operator.conftest import SAMPLES_DIR, OperatorProcess, Rooms, room
+from tests.support.k8s import Tool, wait_for
 
 pytestmark = pytest.mark.k8s
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from llmchat_tools.devcluster.kwok import fake_node
 
-from tests.k8s.conftest import Tool
-from tests.operator.conftest import OperatorProcess, room, wait_for
+from tests.operator.conftest import OperatorProcess, room
+from tests.support.k8s import Tool, wait_for
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 

@@ -35,23 +35,13 @@ rounds (over the seeds where it came to lead).
 from __future__ import annotations
 
 import asyncio
-import random
-import re
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from functools import partial
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
-from llmchat.auth import authorization
-from llmchat.election import confidently_better
-from llmchat.ids import server_msg_id
 from llmchat.models import RoomMode
-from llmchat.ratings import Rating, outcome
 from llmchat_tools.bench._common import (
     Procs,
     console,
@@ -60,288 +50,36 @@ from llmchat_tools.bench._common import (
     md_table,
     median,
     show_table,
-    wait_until,
     workdir,
     write_results,
 )
-from llmchat_tools.bench.answers import (
+from llmchat_tools.bench.answers_ask import ask_direct
+from llmchat_tools.bench.answers_data import (
     DEFAULT_QUESTIONS,
     ModelResult,
-    Question,
     QuestionFileError,
-    ask_direct,
     load_questions,
-    sign_up,
 )
-from llmchat_tools.client import RoomClient
-from llmchat_tools.local.up import LocalModel, UpConfig, room_spec, worker_env
+from llmchat_tools.bench.election_replay import (
+    Agreement,
+    SeedRun,
+    agreement,
+    leader_changes,
+    replay,
+    room_name,
+    rounds_to_lead,
+)
+from llmchat_tools.bench.election_room import (
+    equal_room,
+    first_leader,
+    live_room,
+    start_system,
+)
+from llmchat_tools.bench.local_system import create_room
+from llmchat_tools.local.up import LocalModel
 
 #: The better model must lead within this many judged rounds (the acceptance bar).
 WITHIN_ROUNDS = 10
-#: How long one round (both answers and the verdict) may take before the suite gives up.
-ROUND_TIMEOUT_S = 600.0
-#: Time for the electors to act on new ratings (renew every 0.25 s, campaign every 0.1 s).
-SETTLE_S = 1.5
-
-
-@dataclass
-class JudgedRound:
-    q: str
-    scores: dict[str, float]
-    #: each answer right by the question's ``any`` strings (the ground truth the judge never sees)
-    right: dict[str, bool]
-    answers: dict[str, str]
-
-
-@dataclass
-class SeedRun:
-    seed: int
-    room: str
-    order: list[str]
-    leaders: list[str | None] = field(default_factory=list)
-    rounds: list[JudgedRound] = field(default_factory=list)
-    unjudged: int = 0
-    rounds_to_lead: int | None = None
-    settled: bool = False
-    ratings: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def rounds_to_lead(leaders: Sequence[str | None], better: str) -> int | None:
-    """The judged round (1-based) from which ``better`` led to the end; None if it did not."""
-    if not leaders or leaders[-1] != better:
-        return None
-    k = len(leaders)
-    while k > 0 and leaders[k - 1] == better:
-        k -= 1
-    return k + 1
-
-
-def replay(
-    rounds: Sequence[JudgedRound], order: Sequence[str], better: str, seed: int, max_rounds: int
-) -> SeedRun:
-    """One seed: the judged ``rounds`` in the seed's order, folded into fresh ratings with the
-    room's rating and election functions; ``order[0]`` leads first (pure)."""
-    from llmchat.election import ElectionPolicy, should_hand_over  # noqa: PLC0415
-    from llmchat.ratings import update  # noqa: PLC0415
-
-    run = SeedRun(seed=seed, room="replay", order=list(order))
-    shuffled = list(rounds)
-    random.Random(seed).shuffle(shuffled)
-    policy = ElectionPolicy(min_tenure_s=0.0)
-    ratings: dict[str, Rating] = {}
-    leader = order[0]
-    for r in shuffled[:max_rounds]:
-        ratings = update(ratings, {m: r.scores[m] for m in order if m in r.scores})
-        leader = (
-            should_hand_over(
-                leader=leader,
-                models=list(order),
-                ratings=ratings,
-                healthy=set(order),
-                tenure_s=float("inf"),
-                policy=policy,
-            )
-            or leader
-        )
-        run.rounds.append(r)
-        run.leaders.append(leader)
-    # no stop once settled: a settled leader can still be overtaken later, and replayed
-    # rounds cost nothing
-    run.settled = settled(ratings, leader)
-    run.ratings = {m: x.model_dump(exclude={"versus"}) for m, x in ratings.items()}
-    run.rounds_to_lead = rounds_to_lead(run.leaders, better)
-    return run
-
-
-@dataclass
-class Agreement:
-    """The judge against the ground truth (the ``any`` strings), over the contestants' rounds."""
-
-    #: rounds where exactly the model was right: (judged for it, rounds)
-    only_right: dict[str, tuple[int, int]]
-    #: rounds where both were right or both wrong: wins per model, and ties
-    same_wins: dict[str, int]
-    same_ties: int
-
-    @property
-    def same_rounds(self) -> int:
-        return sum(self.same_wins.values()) + self.same_ties
-
-
-def agreement(rounds: Sequence[JudgedRound], a: str, b: str) -> Agreement:
-    """How the judge's verdicts line up with which answers were right (pure). Where only one
-    answer is right the judge should pick it; where both are right (or both wrong) a judge
-    without bias splits its wins evenly: a lean there towards one model is its preference."""
-    only = {a: [0, 0], b: [0, 0]}
-    wins = {a: 0, b: 0}
-    ties = 0
-    for r in rounds:
-        if a not in r.scores or b not in r.scores or a not in r.right or b not in r.right:
-            continue
-        res = outcome(r.scores[a], r.scores[b])
-        if r.right[a] != r.right[b]:
-            winner = a if r.right[a] else b
-            only[winner][1] += 1
-            only[winner][0] += res == (1.0 if winner == a else 0.0)
-        elif res == 0.5:
-            ties += 1
-        else:
-            wins[a if res == 1.0 else b] += 1
-    return Agreement({m: (v[0], v[1]) for m, v in only.items()}, wins, ties)
-
-
-def leader_changes(leaders: Sequence[str | None], initial: str | None) -> int:
-    """How often the leader changed, from ``initial`` through ``leaders`` (gaps ignored)."""
-    changes = 0
-    current = initial
-    for leader in leaders:
-        if leader is None:
-            continue
-        if current is not None and leader != current:
-            changes += 1
-        current = leader
-    return changes
-
-
-def settled(ratings: Mapping[str, Rating], leader: str | None) -> bool:
-    """The leader is better with confidence than every other model: no change can follow soon."""
-    if leader is None or leader not in ratings:
-        return False
-    return all(confidently_better(ratings[leader], r) for m, r in ratings.items() if m != leader)
-
-
-class Room:
-    """The bench's view of a room: post a question, wait for the verdict, read the leader."""
-
-    def __init__(self, base: str, room: str, admin: str) -> None:
-        self.base, self.room, self.admin = base, room, admin
-        self.client: RoomClient | None = None
-
-    async def open(self) -> None:
-        token, user = sign_up(self.base, self.room, None)
-        self.client = RoomClient([self.base], self.room, user, token=token)
-        await self.client.start(timeout=30)
-
-    async def close(self) -> None:
-        if self.client is not None:
-            await self.client.close()
-
-    def _get(self, path: str) -> dict[str, Any]:
-        r = httpx.get(
-            f"{self.base}/api/v1/rooms/{self.room}{path}",
-            headers=authorization(self.admin),
-            timeout=15,
-        )
-        r.raise_for_status()
-        return dict(r.json())
-
-    def leader(self) -> str | None:
-        value = self._get("/leader").get("leader")
-        return str(value) if value else None
-
-    def ratings(self) -> dict[str, Rating]:
-        board = self._get("/ratings")
-        return {
-            s["model"]: Rating.model_validate(
-                {k: v for k, v in s.items() if k in Rating.model_fields}
-            )
-            for s in board["standings"]
-        }
-
-    async def round(self, question: Question) -> JudgedRound | None:
-        """Ask ``question`` (every model answers: an ``all`` room); the round, if judged."""
-        assert self.client is not None
-        ack = await self.client.post(question.q, timeout=60)
-        cut = ack["cursor"]
-        verdict_id = server_msg_id("verdict", cut)
-
-        def verdict(es: list[dict[str, Any]]) -> bool:
-            return any(e["msg_id"] == verdict_id for e in es)
-
-        await self.client.wait_for(verdict, timeout=ROUND_TIMEOUT_S)
-        entry = next(e for e in self.client.entries if e["msg_id"] == verdict_id)
-        await asyncio.sleep(SETTLE_S)
-        if entry["kind"] != "judge":
-            return None
-        answers = {
-            str(e["author"]): str(e["text"])
-            for e in self.client.entries
-            if e["kind"] == "model" and (e.get("meta") or {}).get("cut") == cut
-        }
-        scores = {str(m): float(v) for m, v in (entry.get("meta") or {}).get("scores", {}).items()}
-        return JudgedRound(
-            q=question.q,
-            scores=scores,
-            right={m: question.right(a) for m, a in answers.items()},
-            answers=answers,
-        )
-
-
-def create_room(base: str, admin: str, room: str, models: Sequence[LocalModel]) -> None:
-    spec = room_spec(UpConfig(room=room, models=list(models), mode=RoomMode.ALL))
-    r = httpx.post(
-        base + "/api/v1/rooms",
-        json=spec.model_dump(mode="json"),
-        headers=authorization(admin),
-        timeout=15,
-    )
-    if r.status_code not in (200, 201):
-        raise RuntimeError(f"could not create room {room}: {r.status_code} {r.text}")
-
-
-async def live_room(base: str, admin: str, run: SeedRun, questions: Sequence[Question]) -> None:
-    """Every question asked once in the live room, in order; the judged rounds and leaders."""
-    room = Room(base, run.room, admin)
-    await room.open()
-    try:
-        for q in questions:
-            judged = await room.round(q)
-            if judged is None:
-                run.unjudged += 1
-                continue
-            run.rounds.append(judged)
-            run.leaders.append(room.leader())
-            console.print(
-                f"  [dim]{run.room} round {len(run.leaders)}: leader {run.leaders[-1]}[/]"
-            )
-        run.ratings = {m: r.model_dump(exclude={"versus"}) for m, r in room.ratings().items()}
-        run.settled = settled(room.ratings(), run.leaders[-1] if run.leaders else None)
-    finally:
-        await room.close()
-
-
-def start_system(
-    procs: Procs, models: Sequence[tuple[LocalModel, list[str], int]], rooms: list[str]
-) -> str:
-    """Redis, a chat-service, the workers (model, its rooms, its seed) and the judge."""
-    procs.redis()
-    _, url = procs.chat_service("chat-service-1")
-    for m, serves, seed in models:
-        env = {
-            **worker_env(m, ",".join(serves)),
-            "LLMCHAT_SEED": str(seed),
-            "LLMCHAT_MIN_TENURE_S": "0",
-        }
-        env.pop("LLMCHAT_MODEL_NAME")
-        env.pop("LLMCHAT_ROOMS")
-        _, wurl = procs.worker(m.name, ",".join(serves), f"{m.name}-1", **env)
-        wait_until(partial(_ready, wurl), 300, f"model-worker {m.name} ready")
-    judge = procs.python(
-        "judge",
-        ["-m", "llmchat", "judge"],
-        LLMCHAT_ROOMS=",".join(rooms),
-        LLMCHAT_CONSUMER="judge-1",
-    )
-    time.sleep(0.5)
-    judge.check()
-    return url
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url + "/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @dataclass
@@ -475,7 +213,7 @@ def run_suite(  # noqa: PLR0917 - one parameter per command-line option
             + ([(twins[0], ["twins"], 11), (twins[1], ["twins"], 12)] if equal_rounds else []),
             rooms,
         )
-        create_room(base, procs.admin_token, "elect", [worse, better])
+        create_room(base, procs.admin_token, "elect", [worse, better], RoomMode.ALL)
         live = SeedRun(seed=-1, room="elect", order=[worse.name, better.name])
         console.print(f"[bold]live room[/]: {len(questions)} questions, {worse.name} listed first")
         asyncio.run(live_room(base, procs.admin_token, live, questions))
@@ -484,10 +222,10 @@ def run_suite(  # noqa: PLR0917 - one parameter per command-line option
         equal_leaders: list[str | None] = []
         initial: str | None = None
         if equal_rounds:
-            create_room(base, procs.admin_token, "twins", twins)
+            create_room(base, procs.admin_token, "twins", twins, RoomMode.ALL)
             twin_run = SeedRun(seed=0, room="twins", order=[t.name for t in twins])
-            initial = _first_leader(base, procs.admin_token, "twins")
-            asyncio.run(_equal(base, procs.admin_token, twin_run, questions, equal_rounds))
+            initial = first_leader(base, procs.admin_token, "twins")
+            asyncio.run(equal_room(base, procs.admin_token, twin_run, questions, equal_rounds))
             equal_leaders = twin_run.leaders
     outcome = Outcome(
         agreement=agreement(live.rounds, b.name, a.name),
@@ -503,46 +241,6 @@ def run_suite(  # noqa: PLR0917 - one parameter per command-line option
     md, data = report(outcome, questions_path)
     write_results(out, "election", md, data)
     return outcome
-
-
-def room_name(model: str, suffix: str) -> str:
-    """A model's name in the bench's rooms: its registry name, made a valid model name."""
-    base = re.sub(r"[^a-z0-9-]+", "-", model.lower()).strip("-")[:30].strip("-") or "model"
-    return f"{base}-{suffix}"
-
-
-def _first_leader(base: str, admin: str, room: str) -> str | None:
-    view = Room(base, room, admin)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        leader = view.leader()
-        if leader:
-            return leader
-        time.sleep(0.2)
-    return None
-
-
-async def _equal(
-    base: str, admin: str, run: SeedRun, questions: Sequence[Question], rounds: int
-) -> None:
-    room = Room(base, run.room, admin)
-    await room.open()
-    order = list(questions)
-    random.Random(99).shuffle(order)
-    try:
-        i = 0
-        while len(run.leaders) < rounds and i < 3 * rounds:
-            q = order[i % len(order)]
-            i += 1
-            judged = await room.round(q)
-            if judged is not None:
-                run.rounds.append(judged)
-                run.leaders.append(room.leader())
-                console.print(f"  [dim]twins round {len(run.leaders)}: leader {run.leaders[-1]}[/]")
-            else:
-                run.unjudged += 1
-    finally:
-        await room.close()
 
 
 def register(app: typer.Typer) -> None:

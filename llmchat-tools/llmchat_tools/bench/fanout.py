@@ -17,410 +17,25 @@ posts that could not be sent are counted: all three are reported next to the tab
 
 from __future__ import annotations
 
-import asyncio
-import heapq
-import json
-import multiprocessing as mp
-import os
-import socket
 import sys
-import time
-import uuid
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from llmchat.auth import authorization
 from llmchat_tools.bench._common import (
-    Proc,
     Procs,
-    commandstats,
     console,
     default_out,
     fmt,
-    free_port,
-    make_room,
     md_table,
-    percentile,
     progress,
     raise_nofile,
-    rss_bytes,
     show_table,
-    stats_delta,
-    wait_until,
     workdir,
     write_results,
 )
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    clients: int
-    rooms: int
-    rate: float  # inbound messages per second
-    duration: float
-
-
-@dataclass(frozen=True)
-class LoadSpec:
-    urls: list[str]  # ws base URLs (clients spread round-robin over them)
-    clients: list[tuple[int, str]]  # (client number, room)
-    rate: float
-    duration: float
-    server: str
-    tokens: dict[int, str]  # client ``u<n>``'s token (registered before the load starts)
-
-
-# -- load generator (runs in child processes) ----------------------------------------------
-
-
-async def _load(spec: LoadSpec, pipe: Connection) -> dict[str, Any]:
-    import websockets  # noqa: PLC0415
-    from websockets.protocol import State  # noqa: PLC0415
-
-    raise_nofile(65536)
-    latencies: list[float] = []
-    slowest: list[tuple[float, float]] = []  # heap of (latency, send time)
-    received = 0
-    last_arrival = 0.0
-    window = [float("inf"), float("inf")]
-    senders: dict[str, Any] = {}  # room -> the connection that posts to it
-    by_room: dict[str, list[Any]] = {}
-    conns: list[Any] = []
-    sem = asyncio.Semaphore(64)
-    failed = 0
-    finished = False
-    closes: list[tuple[str, int | None, str, float]] = []  # (closed by, code, reason, when)
-    lag_max = 0.0
-
-    async def watch_lag() -> None:  # how late the event loop runs a 50 ms timer
-        nonlocal lag_max
-        while True:
-            t = time.monotonic()
-            await asyncio.sleep(0.05)
-            lag_max = max(lag_max, time.monotonic() - t - 0.05)
-
-    async def client(num: int, room: str) -> None:
-        nonlocal received, failed, last_arrival
-        base = spec.urls[num % len(spec.urls)]
-        url = f"{base}/api/v1/rooms/{room}/ws?cursor=0-0"
-        try:
-            async with sem:
-                ws = await websockets.connect(
-                    url,
-                    open_timeout=120,
-                    max_size=2**20,
-                    compression=None,
-                    ping_interval=None,
-                    additional_headers=authorization(spec.tokens[num]),
-                )
-                first = json.loads(await ws.recv())
-        except (OSError, TimeoutError, websockets.exceptions.WebSocketException):
-            failed += 1
-            return
-        if first.get("type") != "welcome":  # refused (e.g. the token): not a connection
-            failed += 1
-            await ws.close()
-            return
-        conns.append(ws)
-        by_room.setdefault(room, []).append(ws)
-        senders.setdefault(room, ws)
-        try:
-            async for raw in ws:
-                if not isinstance(raw, str) or not raw.startswith('{"type":"entry"'):
-                    continue
-                now = time.time()
-                text = json.loads(raw)["entry"]["text"]
-                if not text.startswith("t="):
-                    continue
-                sent = float(text[2 : text.index(" ")])
-                if window[0] <= sent <= window[1]:
-                    received += 1
-                    last_arrival = now
-                    latencies.append(now - sent)
-                    if len(slowest) < 20:
-                        heapq.heappush(slowest, (now - sent, sent))
-                    elif now - sent > slowest[0][0]:
-                        heapq.heapreplace(slowest, (now - sent, sent))
-        except websockets.exceptions.ConnectionClosed:
-            pass
-        except Exception as exc:  # a frame the load generator can't read: report, don't hide
-            closes.append(("load generator", None, type(exc).__name__, time.time()))
-            await ws.close()
-            return
-        if not finished:  # closed during the run (the end-of-run cancel never gets here)
-            closes.append((_closer(ws), ws.close_code, ws.close_reason or "", time.time()))
-
-    tasks = [asyncio.create_task(client(n, r)) for n, r in spec.clients]
-    while len(conns) + failed < len(spec.clients):  # noqa: ASYNC110 - a simple bounded poll
-        await asyncio.sleep(0.1)
-    pipe.send(("ready", len(conns), failed))
-    go = await asyncio.to_thread(pipe.recv)
-    start = float(go)
-    await asyncio.sleep(max(0.0, start - time.time()))
-    window[0], window[1] = start, start + spec.duration
-    lag = asyncio.create_task(watch_lag())
-    sent_per_room: dict[str, int] = {}
-    send_failures: dict[str, int] = {}  # reason -> posts that could not be sent
-    sender_switches = 0
-    rooms = sorted(senders)
-    sent = 0
-    while rooms and time.time() < window[1]:
-        due = int((time.time() - start) * spec.rate) - sent
-        for _ in range(max(0, due)):
-            room = rooms[sent % len(rooms)]
-            sent += 1
-            ws = senders[room]
-            if ws.state is not State.OPEN:  # the room's sender was closed: post from another
-                ws = next((c for c in by_room[room] if c.state is State.OPEN), None)
-                if ws is None:
-                    send_failures["no open client in the room"] = (
-                        send_failures.get("no open client in the room", 0) + 1
-                    )
-                    continue
-                senders[room] = ws
-                sender_switches += 1
-            text = f"t={time.time():.6f} fanout"
-            frame = json.dumps({"type": "post", "id": uuid.uuid4().hex, "text": text})
-            try:
-                await ws.send(frame)
-            except Exception as exc:  # counted and reported, never hidden
-                key = type(exc).__name__
-                send_failures[key] = send_failures.get(key, 0) + 1
-                continue
-            sent_per_room[room] = sent_per_room.get(room, 0) + 1
-        await asyncio.sleep(0.005)
-    # drain: until nothing new arrives for a second (at most 30 s)
-    deadline = time.time() + 30
-    last = -1
-    while time.time() < deadline and received != last:
-        last = received
-        await asyncio.sleep(1.0)
-    open_now = sum(1 for ws in conns if ws.state is State.OPEN)
-    finished = True
-    lag.cancel()
-    for task in tasks:
-        task.cancel()
-    return {
-        "connected": len(conns),
-        "failed": failed,
-        "open_at_end": open_now,
-        "received": received,
-        "start": start,
-        "last_arrival": last_arrival,
-        "sent_per_room": sent_per_room,
-        "send_failures": send_failures,
-        "sender_switches": sender_switches,
-        "closes": [(by, code, reason, when - start) for by, code, reason, when in closes],
-        "loop_lag_max_ms": lag_max * 1000,
-        "latencies": latencies,
-        "slowest": [(round(lat * 1000, 1), round(at - start, 3)) for lat, at in slowest],
-    }
-
-
-def _closer(ws: Any) -> str:
-    """Who closed a connection: the side whose close frame came first, or ``lost`` (no closing
-    handshake: the TCP connection ended or was aborted)."""
-    proto = ws.protocol
-    if proto.close_rcvd is not None and proto.close_rcvd_then_sent is not False:
-        return "server"
-    if proto.close_sent is not None:
-        return "client"
-    return "lost"
-
-
-def _child(spec: LoadSpec, pipe: Connection) -> None:
-    try:
-        result = asyncio.run(_load(spec, pipe))
-        pipe.send(("done", result))
-    except Exception as exc:  # report, never hang the parent
-        pipe.send(("error", repr(exc)))
-    finally:
-        pipe.close()
-        os._exit(0)  # don't close thousands of sockets politely
-
-
-# -- orchestration --------------------------------------------------------------------------
-
-
-def _room_names(s: Scenario, tag: str) -> list[str]:
-    return [f"fo-{tag}-{i}" for i in range(s.rooms)]
-
-
-def _run_load(
-    urls: list[str],
-    s: Scenario,
-    rooms: list[str],
-    server_pid: int | None,
-    nprocs: int,
-    *,
-    tokens: dict[int, str],
-) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    clients = [(i, rooms[i % len(rooms)]) for i in range(s.clients)]
-    shares = [clients[p::nprocs] for p in range(nprocs)]
-    members: dict[str, int] = {}
-    for _, room in clients:
-        members[room] = members.get(room, 0) + 1
-    children = []
-    try:
-        for share in shares:
-            parent, child = ctx.Pipe()
-            own = {num: tokens[num] for num, _ in share}
-            spec = LoadSpec(urls, share, s.rate / nprocs, s.duration, "", own)
-            proc = ctx.Process(target=_child, args=(spec, child), daemon=True)
-            proc.start()
-            children.append((proc, parent))
-        connected = failed = 0
-        for _, parent in children:
-            if not parent.poll(600):
-                raise TimeoutError("load generator did not connect its clients in 600 s")
-            kind, *rest = parent.recv()
-            if kind == "error":
-                raise RuntimeError(f"load generator failed: {rest[0]}")
-            connected += rest[0]
-            failed += rest[1]
-        rss_connected = rss_bytes(server_pid) if server_pid else 0
-        start = time.time() + 0.5
-        for _, parent in children:
-            parent.send(start)
-        results = []
-        for _, parent in children:
-            if not parent.poll(s.duration + 90):
-                raise TimeoutError("load generator did not report")
-            kind, payload = parent.recv()
-            if kind == "error":
-                raise RuntimeError(f"load generator failed: {payload}")
-            results.append(payload)
-    finally:
-        for proc, _ in children:
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-    latencies = [x for r in results for x in r["latencies"]]
-    # the 20 slowest deliveries: (latency ms, when the message was sent, s into the window)
-    slowest = sorted((x for r in results for x in r["slowest"]), reverse=True)[:20]
-    sent_per_room: dict[str, int] = {}
-    for r in results:
-        for room, n in r["sent_per_room"].items():
-            sent_per_room[room] = sent_per_room.get(room, 0) + n
-    expected = sum(n * members.get(room, 0) for room, n in sent_per_room.items())
-    closes: dict[tuple[str, int | None, str], list[float]] = {}
-    for r in results:
-        for by, code, reason, when in r["closes"]:
-            closes.setdefault((by, code, reason), []).append(when)
-    send_failures: dict[str, int] = {}
-    for r in results:
-        for why, n in r["send_failures"].items():
-            send_failures[why] = send_failures.get(why, 0) + n
-    received = sum(r["received"] for r in results)
-    # deliveries per second over the load window, or until the last delivery if they lagged
-    span = max([s.duration, *(r["last_arrival"] - r["start"] for r in results if r["received"])])
-    return {
-        "connected": connected,
-        "failed": failed,
-        "open_at_end": sum(r["open_at_end"] for r in results),
-        "sent": sum(sent_per_room.values()),
-        "expected": expected,
-        "delivered": received,
-        "delivered_per_s": received / span,
-        "delivery_span_s": span,
-        "delivery_ratio": received / expected if expected else 0.0,
-        "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
-        "max_ms": max(latencies) * 1000 if latencies else float("nan"),
-        "slowest": slowest,
-        "rss_connected": rss_connected,
-        # connections closed before the end of the run, by (closed by, code, reason); ``at_s``
-        # is seconds since the load started (negative: while the clients were connecting)
-        "closed_during_run": sum(len(w) for w in closes.values()),
-        "closes": [
-            {
-                "by": by,
-                "code": code,
-                "reason": reason,
-                "count": len(w),
-                "at_s": [round(min(w), 1), round(max(w), 1)],
-            }
-            for (by, code, reason), w in sorted(closes.items(), key=lambda kv: -len(kv[1]))
-        ],
-        "send_failures": send_failures,  # posts due but not sent, by reason
-        "sender_switches": sum(r["sender_switches"] for r in results),
-        "loadgen_loop_lag_max_ms": max(r["loop_lag_max_ms"] for r in results),
-    }
-
-
-def _wait_port(proc: Proc, port: int) -> None:
-    def ok() -> bool:
-        proc.check()
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    wait_until(ok, 20, f"{proc.name} on port {port}")
-
-
-def _measure(
-    procs: Procs, server: str, s: Scenario, nprocs: int, replicas: int = 1
-) -> dict[str, Any]:
-    tag = f"{server[:1]}{replicas}{s.name[:6]}"
-    rooms = _room_names(s, tag)
-    servers: list[Proc] = []
-    urls: list[str] = []
-    try:
-        if server == "ours":
-            for k in range(replicas):
-                proc, url = procs.chat_service(f"cs-{tag}-{k}", LLMCHAT_LOG_LEVEL="WARNING")
-                servers.append(proc)
-                urls.append(url.replace("http", "ws", 1))
-            for room in rooms:
-                base = urls[0].replace("ws", "http", 1)
-                make_room(base, room, "all", [], admin_token=procs.admin_token)
-        else:
-            port = free_port()
-            argv = ["-m", "llmchat_tools.bench.baseline_server", "--port", str(port)]
-            proc = procs.python(f"baseline-{tag}", [*argv, "--redis-url", procs.redis_url])
-            _wait_port(proc, port)
-            servers.append(proc)
-            urls.append(f"ws://127.0.0.1:{port}")
-        # the clients' names are registered before the load (and before Redis is counted); the
-        # baseline gets the same tokens (it ignores them): the same load on both
-        names = [f"u{i}" for i in range(s.clients)]
-        by_name = procs.creds.tokens(procs.redis_url, names)
-        tokens = {i: by_name[name] for i, name in enumerate(names)}
-        time.sleep(0.5)
-        rss_idle = rss_bytes(servers[0].pid)
-        before = commandstats(procs.redis_url)
-        pid = servers[0].pid if replicas == 1 else None
-        result = _run_load(urls, s, rooms, pid, nprocs, tokens=tokens)
-        after = commandstats(procs.redis_url)
-    finally:
-        for proc in servers:
-            proc.stop()
-    cmds = stats_delta(before, after)
-    cmds.pop("info", None)
-    total = sum(cmds.values())
-    result.update(
-        {
-            "server": server,
-            "replicas": replicas,
-            "rss_idle": rss_idle,
-            "bytes_per_connection": (result["rss_connected"] - rss_idle) / max(1, s.clients)
-            if replicas == 1
-            else float("nan"),
-            "redis_commands": total,
-            "redis_commands_by_name": cmds,
-            "commands_per_delivered": total / result["delivered"] if result["delivered"] else 0,
-            "commands_per_inbound": total / result["sent"] if result["sent"] else 0,
-        }
-    )
-    return result
+from llmchat_tools.bench.fanout_run import Scenario, measure
 
 
 def _scenarios(quick: bool, clients: int | None, rooms: int | None, rate: float | None,
@@ -471,6 +86,14 @@ def run_suite(  # noqa: PLR0917 - mirrors the command's flags
     scenarios = _scenarios(quick, clients, rooms, rate, duration)
     scaling = Scenario("replicas", 60 if quick else 300, 6 if quick else 30, 30 if quick else 100,
                        3.0 if quick else 5.0)  # fmt: skip
+    results, scale_results = _measure_all(scenarios, scaling, nprocs, replica_scaling)
+    return _report(out, results, scale_results, nprocs)
+
+
+def _measure_all(
+    scenarios: list[Scenario], scaling: Scenario, nprocs: int, replica_scaling: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each scenario on ours then the baseline; then the replica scaling runs."""
     results: list[dict[str, Any]] = []
     scale_results: list[dict[str, Any]] = []
     with workdir() as tmp, Procs(tmp) as procs, progress() as bar:
@@ -480,17 +103,24 @@ def run_suite(  # noqa: PLR0917 - mirrors the command's flags
         for s in scenarios:
             for server in ("ours", "baseline"):
                 bar.update(task, description=f"fanout {s.name}: {server}")
-                r = _measure(procs, server, s, nprocs)
+                r = measure(procs, server, s, nprocs)
                 r["scenario"] = s.__dict__
                 results.append(r)
                 bar.advance(task)
         if replica_scaling:
             for k in (1, 2, 3):
                 bar.update(task, description=f"fanout: {k} replica(s)")
-                r = _measure(procs, "ours", scaling, nprocs, replicas=k)
+                r = measure(procs, "ours", scaling, nprocs, replicas=k)
                 r["scenario"] = scaling.__dict__
                 scale_results.append(r)
                 bar.advance(task)
+    return results, scale_results
+
+
+def _report(
+    out: Path, results: list[dict[str, Any]], scale_results: list[dict[str, Any]], nprocs: int
+) -> dict[str, Any]:
+    """The tables on the console, and the results written to ``out``."""
     headers = [
         "scenario",
         "server",

@@ -35,19 +35,15 @@ seconds_per_verdict <t>`` for the first method run (the room's, unless ``--metho
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
-import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from llmchat.models import Entry, EntryKind
 from llmchat.ratings import outcome
 from llmchat_tools.bench._common import (
     console,
@@ -58,217 +54,26 @@ from llmchat_tools.bench._common import (
     show_table,
     write_results,
 )
+from llmchat_tools.bench.judge_pairs import (
+    DEFAULT_PAIRS,
+    Pair,
+    PairFileError,
+    conversation,
+    good_first,
+    load_pairs,
+)
+from llmchat_tools.bench.judge_scores import (
+    PairResult,
+    Summary,
+    last_line,
+    pass_verdicts,
+    summarise,
+)
 
 if TYPE_CHECKING:
     from judge.methods import Judgement
     from judge.scorers import Scorer
     from judge.settings import JudgeSettings
-
-DATA = Path(__file__).with_name("data")
-DEFAULT_PAIRS = DATA / "judge_pairs.jsonl"
-FIELDS = {"q", "good", "bad", "context", "reference", "tag"}
-_SPEAKER = re.compile(r"^([A-Za-z0-9][\w.-]{0,39}):\s?(.*)$")
-
-
-class PairFileError(ValueError):
-    """The pairs file is not in the documented format (the message says where and why)."""
-
-
-@dataclass(frozen=True)
-class Pair:
-    q: str
-    good: str
-    bad: str
-    context: str = ""
-    reference: str | None = None
-    tag: str = ""
-
-    @property
-    def length_trap(self) -> bool:
-        """The worse answer is at least twice as long as the better one."""
-        return len(self.bad) >= 2 * len(self.good)
-
-    @property
-    def long_good(self) -> bool:
-        """The better answer is at least twice as long as the worse one."""
-        return len(self.good) >= 2 * len(self.bad)
-
-
-def _text(obj: dict[str, Any], key: str, where: str, *, required: bool) -> str | None:
-    value = obj.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise PairFileError(f"{where}: {key!r} must be a non-empty string")
-    return value.strip()
-
-
-def load_pairs(path: Path) -> list[Pair]:
-    """The pairs of a JSON Lines file (see the module's docstring for the format)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PairFileError(f"{path}: cannot read: {exc}") from exc
-    out: list[Pair] = []
-    for n, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise PairFileError(f"{where}: not JSON: {exc.msg} (column {exc.colno})") from exc
-        if not isinstance(obj, dict):
-            raise PairFileError(f"{where}: expected an object with 'q', 'good' and 'bad'")
-        if extra := sorted(set(obj) - FIELDS):
-            allowed = ", ".join(sorted(FIELDS))
-            raise PairFileError(
-                f"{where}: unknown field(s) {', '.join(extra)} (allowed: {allowed})"
-            )
-        q, good, bad = (_text(obj, k, where, required=True) or "" for k in ("q", "good", "bad"))
-        if good == bad:
-            raise PairFileError(f"{where}: 'good' and 'bad' are the same answer")
-        out.append(
-            Pair(
-                q=q,
-                good=good,
-                bad=bad,
-                context=_text(obj, "context", where, required=False) or "",
-                reference=_text(obj, "reference", where, required=False),
-                tag=_text(obj, "tag", where, required=False) or "",
-            )
-        )
-    if not out:
-        raise PairFileError(f"{path}: no pairs")
-    return out
-
-
-def conversation(pair: Pair) -> list[Entry]:
-    """The pair's conversation as room entries: its context lines, then the question."""
-    rows: list[tuple[str, str]] = []
-    for line in pair.context.splitlines():
-        if not line.strip():
-            continue
-        m = _SPEAKER.match(line.strip())
-        rows.append((m.group(1), m.group(2)) if m else ("user", line.strip()))
-    rows.append(("user", pair.q))
-    return [
-        Entry(id=f"{i + 1}-0", room="bench", author=a, text=t, kind=EntryKind.HUMAN)
-        for i, (a, t) in enumerate(rows)
-    ]
-
-
-def good_first(index: int, pair: Pair) -> bool:
-    """The fixed coin that places the better answer first or second (for the kappa)."""
-    return hashlib.sha256(f"{index}:{pair.q}".encode()).digest()[0] % 2 == 0
-
-
-@dataclass
-class PairResult:
-    index: int
-    tag: str
-    good_first: bool
-    #: "good", "bad" or "tie": which answer the verdict preferred
-    verdict: str
-    #: the verdict of each pass (order), for methods that see several answers at once
-    pass_verdicts: list[str]
-    score_good: float
-    score_bad: float
-    seconds: float
-    length_trap: bool
-    long_good: bool
-    reference: str | None = None
-    error: str | None = None
-
-
-def pass_verdicts(passes_good: Sequence[float], passes_bad: Sequence[float]) -> list[str]:
-    """Each pass's own preference, as the ratings would read that pass alone."""
-    names = {1.0: "good", 0.0: "bad", 0.5: "tie"}
-    return [names[outcome(g, b)] for g, b in zip(passes_good, passes_bad, strict=True)]
-
-
-@dataclass
-class Summary:
-    method: str
-    pairs: int
-    right: int
-    ties: int
-    wrong: int
-    failed: int
-    accuracy: float
-    swap_consistency: float
-    length_trap: float
-    length_trap_n: int
-    long_good: float
-    long_good_n: int
-    kappa: float
-    seconds_per_verdict: float
-    by_tag: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-
-def cohen_kappa(labels: Sequence[str], verdicts: Sequence[str]) -> float:
-    """Cohen's kappa of two raters over the same items (categories are whatever occurs)."""
-    n = len(labels)
-    if n == 0:
-        return float("nan")
-    observed = sum(a == b for a, b in zip(labels, verdicts, strict=True)) / n
-    cats = set(labels) | set(verdicts)
-    expected = sum((labels.count(c) / n) * (verdicts.count(c) / n) for c in cats)
-    if expected >= 1.0:
-        return 1.0 if observed >= 1.0 else 0.0
-    return (observed - expected) / (1.0 - expected)
-
-
-def summarise(method: str, results: Sequence[PairResult], *, sees_several: bool) -> Summary:
-    n = len(results)
-    right = sum(r.verdict == "good" for r in results)
-    ties = sum(r.verdict == "tie" for r in results)
-    failed = sum(r.error is not None for r in results)
-    traps = [r for r in results if r.length_trap]
-    longs = [r for r in results if r.long_good]
-    if sees_several:
-        judged = [r for r in results if len(r.pass_verdicts) > 1]
-        consistent = sum(len(set(r.pass_verdicts)) == 1 for r in judged)
-        swap = consistent / len(judged) if judged else float("nan")
-    else:
-        swap = 1.0
-
-    def side(r: PairResult, who: str) -> str:
-        if who == "tie":
-            return "tie"
-        return "first" if (who == "good") == r.good_first else "second"
-
-    kappa = cohen_kappa([side(r, "good") for r in results], [side(r, r.verdict) for r in results])
-    by_tag: dict[str, tuple[int, int]] = {}
-    for r in results:
-        won, total = by_tag.get(r.tag or "-", (0, 0))
-        by_tag[r.tag or "-"] = (won + (r.verdict == "good"), total + 1)
-    timed = [r.seconds for r in results if r.error is None]
-    return Summary(
-        method=method,
-        pairs=n,
-        right=right,
-        ties=ties,
-        wrong=n - right - ties - failed,
-        failed=failed,
-        accuracy=right / n if n else float("nan"),
-        swap_consistency=swap,
-        length_trap=sum(r.verdict == "good" for r in traps) / len(traps) if traps else 1.0,
-        length_trap_n=len(traps),
-        long_good=sum(r.verdict == "good" for r in longs) / len(longs) if longs else 1.0,
-        long_good_n=len(longs),
-        kappa=kappa,
-        seconds_per_verdict=sum(timed) / len(timed) if timed else float("nan"),
-        by_tag=by_tag,
-    )
-
-
-def last_line(s: Summary) -> str:
-    return (
-        f"accuracy {s.accuracy:.3f} length_trap {s.length_trap:.3f} "
-        f"swap_consistency {s.swap_consistency:.3f} seconds_per_verdict {s.seconds_per_verdict:.2f}"
-    )
-
 
 # -- running the judge ---------------------------------------------------------------------
 

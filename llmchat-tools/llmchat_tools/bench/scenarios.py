@@ -25,7 +25,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from llmchat.logs import configure_logging
 from llmchat_tools.bench.scenarios_faults import SCENARIOS, Scenario
-from llmchat_tools.bench.scenarios_runner import RunConfig, ScenarioResult, run_scenario
+from llmchat_tools.bench.scenarios_results import ScenarioResult
+from llmchat_tools.bench.scenarios_runner import RunConfig, run_scenario
 from llmchat_tools.bench.scenarios_system import LocalSystem, SystemConfig
 
 DEFAULT_OUT = Path("docs/bench/scenarios")

@@ -13,7 +13,8 @@ from matplotlib.figure import Figure  # the object API: no pyplot state, renders
 
 from llmchat_tools.bench.scenarios_faults import MODEL_CRASH, REPLICA_CRASH, STORM
 from llmchat_tools.bench.scenarios_measures import Summary
-from llmchat_tools.bench.scenarios_runner import RunConfig, ScenarioResult
+from llmchat_tools.bench.scenarios_results import ScenarioResult
+from llmchat_tools.bench.scenarios_runner import RunConfig
 
 #: (key, column title, unit scale, decimals)
 COLUMNS: tuple[tuple[str, str, float, int], ...] = (

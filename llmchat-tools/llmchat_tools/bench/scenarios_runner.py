@@ -14,7 +14,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -23,8 +23,6 @@ from llmchat.ids import parse_stream_id
 from llmchat.redis_conn import create_redis
 from llmchat.timeline import Timeline
 from llmchat_tools.bench.scenarios_faults import (
-    MODEL_CRASH,
-    REPLICA_CRASH,
     STORM,
     FaultEvent,
     Scenario,
@@ -32,14 +30,15 @@ from llmchat_tools.bench.scenarios_faults import (
     kill_leader_worker,
 )
 from llmchat_tools.bench.scenarios_measures import (
-    Integrity,
-    Summary,
-    answer_meta,
     check_integrity,
     delivery_latencies,
-    model_recovery,
-    replica_recovery,
-    storm_recovery,
+)
+from llmchat_tools.bench.scenarios_results import (
+    LeaderSample,
+    Post,
+    ScenarioResult,
+    measures_of,
+    recover_faults,
 )
 from llmchat_tools.bench.scenarios_system import LocalSystem, LocalSystemError
 from llmchat_tools.client import RoomClient
@@ -124,43 +123,6 @@ class TracedClient(RoomClient):
         await super()._on_open(ws, lost_at)
 
 
-@dataclass
-class Post:
-    msg_id: str
-    user: str
-    sent_at: float
-    storm: bool = False
-    acked_at: float | None = None
-    entry_id: str | None = None
-    error: str | None = None
-
-
-@dataclass
-class ScenarioResult:
-    scenario: Scenario
-    started_at: float
-    ended_at: float
-    integrity: Integrity
-    measures: dict[str, Summary]
-    faults: list[FaultEvent]
-    latency_series: list[tuple[float, float, bool]]  # (s since start, latency s, storm)
-    answer_series: list[tuple[float, float]]  # (s since start, complete s)
-    leader_series: list[tuple[float, str | None, int]]  # (s since start, leader, term)
-    reconnects: int
-    duplicates_dropped: int
-    restarts: dict[str, int]
-    notes: list[str] = field(default_factory=list)
-    skipped_faults: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.integrity.ok
-            and not self.skipped_faults
-            and all(f.recovery_s is not None for f in self.faults)
-        )
-
-
 class _Run:
     """The state of one scenario's run."""
 
@@ -173,7 +135,7 @@ class _Run:
         self.posts: list[Post] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.faults: list[FaultEvent] = []
-        self.leader_samples: list[tuple[float, str | None, int, float | None, float | None]] = []
+        self.leader_samples: list[LeaderSample] = []
         self.notes: list[str] = []
         self.skipped_faults = 0
         self.rng = random.Random(scenario.number)
@@ -391,59 +353,16 @@ class _Run:
         acked = [(p.sent_at, p.entry_id) for p in self.posts if p.entry_id is not None]
         latencies = delivery_latencies([(s, e) for s, e in acked if e], received)
         answers = [e for e in stored if e.get("kind") == "model"]
-        for fault in self.faults:
-            if fault.kind == REPLICA_CRASH:
-                inflight = [
-                    p.acked_at
-                    for p in self.posts
-                    if p.sent_at <= fault.at and p.acked_at and p.acked_at > fault.at
-                ]
-                fault.recovery_s = replica_recovery(
-                    killed_at=fault.at,
-                    affected=fault.detail["clients"],
-                    opened=opened,
-                    received=received,
-                    pending_acks=inflight,
-                )
-            elif fault.kind == STORM:
-                ids = set(fault.detail.pop("posts"))
-                entries = [p.entry_id for p in self.posts if p.msg_id in ids and p.entry_id]
-                fault.detail["acked"] = len(entries)
-                fault.recovery_s = (
-                    storm_recovery(fault.at, entries, received)
-                    if len(entries) == len(ids)
-                    else None
-                )
-            elif fault.kind == MODEL_CRASH:
-                term = int(fault.detail["term"])
-                fault.election_s = self._election(fault.at, term)
-                stored_at = model_recovery(fault.at, term, answers)
-                fault.detail["leader_answer_stored_s"] = stored_at
-                fault.recovery_s = self._first_token_of_new_leader(fault, term)
-                if fault.recovery_s is None:
-                    fault.recovery_s = stored_at
-        cycles = sorted({f.cycle for f in self.faults})
-        recoveries: list[float] = []
-        for cycle in cycles:  # the first fault of a cycle -> the last one restored
-            of_cycle = [f for f in self.faults if f.cycle == cycle]
-            if all(f.recovery_s is not None for f in of_cycle):
-                first = min(f.at for f in of_cycle)
-                recoveries.append(max(f.at + (f.recovery_s or 0.0) for f in of_cycle) - first)
-        elections = [f.election_s for f in self.faults if f.election_s is not None]
-        measures = {
-            "message_latency_s": Summary.of([lat for _, _, lat in latencies]),
-            "ai_first_token_s": Summary.of(answer_meta(answers, "first_token_s")),
-            "ai_complete_s": Summary.of(answer_meta(answers, "total_s")),
-            "queue_s": Summary.of(answer_meta(answers, "queue_s")),
-            "recovery_s": Summary.of(recoveries),
-            "leader_election_s": Summary.of(elections),
-        }
-        for kind in (REPLICA_CRASH, STORM, MODEL_CRASH):
-            values = [f.recovery_s for f in self.faults if f.kind == kind and f.recovery_s]
-            if any(f.kind == kind for f in self.faults):
-                measures[f"recovery_{kind.replace('-', '_')}_s"] = Summary.of(
-                    [v for v in values if v is not None]
-                )
+        live_events = [c.live_events for c in self.clients]
+        recover_faults(
+            self.faults,
+            self.posts,
+            opened=opened,
+            received=received,
+            answers=answers,
+            samples=self.leader_samples,
+            live_events=live_events,
+        )
         storm_ids = {p.entry_id for p in self.posts if p.storm}
         latency_series = [(s - started, lat, e in storm_ids) for s, e, lat in latencies]
         return ScenarioResult(
@@ -451,7 +370,7 @@ class _Run:
             started_at=started,
             ended_at=time.time(),
             integrity=integrity,
-            measures=measures,
+            measures=measures_of(self.faults, latencies, answers),
             faults=self.faults,
             latency_series=latency_series,
             answer_series=[
@@ -466,49 +385,6 @@ class _Run:
             notes=self.notes + integrity.problems,
             skipped_faults=self.skipped_faults,
         )
-
-    def _first_token_of_new_leader(self, fault: FaultEvent, old_term: int) -> float | None:
-        """The leader's worker killed: until the new leader's first token of a turn it started
-        after its election reached every client."""
-        new = next(
-            (
-                (leader, since if isinstance(since, int | float) and fault.at < since <= t else t)
-                for t, leader, term, since, _ in self.leader_samples
-                if t >= fault.at and leader and term > old_term
-            ),
-            None,
-        )
-        if new is None:
-            return None
-        model, elected = new
-        fault.detail["new_leader"] = model
-        worst: float | None = None
-        for client in self.clients:
-            started: set[str] = set()
-            first: float | None = None
-            for at, event in client.live_events:
-                if event.get("model") != model or at < elected - 0.05:
-                    continue
-                if event["type"] == "start":
-                    started.add(str(event.get("turn")))
-                elif str(event.get("turn")) in started:
-                    first = at
-                    break
-            if first is None:
-                return None
-            worst = first if worst is None else max(worst, first)
-        return None if worst is None else worst - fault.at
-
-    def _election(self, killed_at: float, old_term: int) -> float | None:
-        """Leader killed -> a newer term serving (its ``since``, else when we first saw it)."""
-        for t, leader, term, since, _ in self.leader_samples:
-            if t >= killed_at and leader and term > old_term:
-                # ``since`` is published just after the lease changes hands: until then the
-                # endpoint still shows the previous election's, so fall back to when we saw it
-                if isinstance(since, int | float) and killed_at < since <= t:
-                    return float(since) - killed_at
-                return t - killed_at
-        return None
 
 
 async def run_scenario(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 from rich.console import Console
 
 from llmchat import __version__
@@ -19,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
+S = TypeVar("S", bound=BaseSettings)
 
 
 def fail_settings(exc: ValidationError) -> typer.Exit:
@@ -49,6 +51,15 @@ def _overrides(**flags: object) -> dict[str, object]:
     return {k: v for k, v in flags.items() if v is not None}
 
 
+def _settings(cls: type[S], **flags: object) -> S:
+    """A service's settings: its LLMCHAT_* variables with the given flags on top; invalid
+    settings are shown readably and the command exits with 2."""
+    try:
+        return cls(**_overrides(**flags))  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise fail_settings(exc) from exc
+
+
 @app.command("chat-service")
 def chat_service(
     host: Annotated[str | None, typer.Option(help="Address to listen on [LLMCHAT_HOST].")] = None,
@@ -69,20 +80,16 @@ def chat_service(
     from chat_service.main import run
     from chat_service.settings import ChatServiceSettings
 
-    try:
-        settings = ChatServiceSettings(
-            **_overrides(  # type: ignore[arg-type]
-                host=host,
-                port=port,
-                redis_url=redis_url,
-                replica_id=replica_id,
-                max_message_bytes=max_message_bytes,
-                log_level=log_level,
-                log_format=log_format,
-            )
-        )
-    except ValidationError as exc:
-        raise fail_settings(exc) from exc
+    settings = _settings(
+        ChatServiceSettings,
+        host=host,
+        port=port,
+        redis_url=redis_url,
+        replica_id=replica_id,
+        max_message_bytes=max_message_bytes,
+        log_level=log_level,
+        log_format=log_format,
+    )
     run(settings)
 
 
@@ -110,20 +117,16 @@ def model_worker(
     from model_worker.main import run
     from model_worker.settings import WorkerSettings
 
-    try:
-        settings = WorkerSettings(
-            **_overrides(  # type: ignore[arg-type]
-                model_name=model_name,
-                rooms=rooms,
-                backend=backend,
-                backend_model=backend_model,
-                backend_host=backend_host,
-                redis_url=redis_url,
-                port=port,
-            )
-        )
-    except ValidationError as exc:
-        raise fail_settings(exc) from exc
+    settings = _settings(
+        WorkerSettings,
+        model_name=model_name,
+        rooms=rooms,
+        backend=backend,
+        backend_model=backend_model,
+        backend_host=backend_host,
+        redis_url=redis_url,
+        port=port,
+    )
     run(settings)
 
 
@@ -149,19 +152,15 @@ def judge(
     from judge.main import run
     from judge.settings import JudgeSettings
 
-    try:
-        settings = JudgeSettings(
-            **_overrides(  # type: ignore[arg-type]
-                rooms=rooms,
-                judge_provider=judge_provider,
-                judge_model=judge_model,
-                judge_method=judge_method,
-                redis_url=redis_url,
-                port=port,
-            )
-        )
-    except ValidationError as exc:
-        raise fail_settings(exc) from exc
+    settings = _settings(
+        JudgeSettings,
+        rooms=rooms,
+        judge_provider=judge_provider,
+        judge_model=judge_model,
+        judge_method=judge_method,
+        redis_url=redis_url,
+        port=port,
+    )
     run(settings)
 
 
@@ -186,18 +185,14 @@ def operator_cmd(
     from chatroom_operator.main import run
     from chatroom_operator.settings import OperatorSettings
 
-    try:
-        settings = OperatorSettings(
-            **_overrides(  # type: ignore[arg-type]
-                namespaces=namespaces,
-                image=image,
-                redis_url=redis_url,
-                lease_namespace=lease_namespace,
-                port=port,
-            )
-        )
-    except ValidationError as exc:
-        raise fail_settings(exc) from exc
+    settings = _settings(
+        OperatorSettings,
+        namespaces=namespaces,
+        image=image,
+        redis_url=redis_url,
+        lease_namespace=lease_namespace,
+        port=port,
+    )
     raise typer.Exit(run(settings))
 
 

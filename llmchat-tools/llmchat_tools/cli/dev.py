@@ -17,6 +17,7 @@ from llmchat_tools.devcluster import (
     Binaries,
     BinariesNotFoundError,
     BuildError,
+    ClusterHandle,
     ClusterStartError,
     DevCluster,
     build_binaries,
@@ -113,20 +114,7 @@ def cluster(
             "starting etcd, kube-apiserver, controller-manager, scheduler, kwok..."
         ):
             handle = dev.start()
-        console.print(
-            f"[bold green]cluster ready[/] ({handle.kubernetes_version}) at "
-            f"{handle.server}, fake node [bold]{handle.node_name}[/]"
-        )
-        console.print(f"kubeconfig: [bold]{handle.kubeconfig}[/]")
-        console.print(f"logs:       {handle.log_dir}")
-        console.print(f"kubectl:    {handle.binaries.kubectl}")
-        console.print(f"helm:       {handle.binaries.helm}")
-        console.print()
-        console.print(f"export KUBECONFIG={handle.kubeconfig}", markup=False, highlight=False)
-        console.print(
-            f'export PATH="{handle.binaries.bin_dir}:$PATH"', markup=False, highlight=False
-        )
-        console.print()
+        _show_ready(handle)
         console.print("[dim]Ctrl-C stops the cluster.[/]")
         while True:
             time.sleep(1.0)
@@ -147,6 +135,22 @@ def cluster(
         dev.stop()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     console.print("[green]cluster stopped[/]")
+
+
+def _show_ready(handle: ClusterHandle) -> None:
+    """Where the running cluster is, and the two lines that point a shell at it."""
+    console.print(
+        f"[bold green]cluster ready[/] ({handle.kubernetes_version}) at "
+        f"{handle.server}, fake node [bold]{handle.node_name}[/]"
+    )
+    console.print(f"kubeconfig: [bold]{handle.kubeconfig}[/]")
+    console.print(f"logs:       {handle.log_dir}")
+    console.print(f"kubectl:    {handle.binaries.kubectl}")
+    console.print(f"helm:       {handle.binaries.helm}")
+    console.print()
+    console.print(f"export KUBECONFIG={handle.kubeconfig}", markup=False, highlight=False)
+    console.print(f'export PATH="{handle.binaries.bin_dir}:$PATH"', markup=False, highlight=False)
+    console.print()
 
 
 def _real_node(workdir: Path | None, bins: Binaries, timeout: float) -> None:

@@ -9,6 +9,7 @@ Go modules by ``tools/k8s/build.sh`` and run on 127.0.0.1::
         cluster.kubectl("get", "nodes")
 """
 
+from llmchat_tools.devcluster.apiclient import write_kubeconfig
 from llmchat_tools.devcluster.binaries import (
     BINARY_NAMES,
     Binaries,
@@ -19,13 +20,8 @@ from llmchat_tools.devcluster.binaries import (
     find_binaries,
     read_versions,
 )
-from llmchat_tools.devcluster.cluster import (
-    ClusterHandle,
-    ClusterStartError,
-    DevCluster,
-    start_cluster,
-    write_kubeconfig,
-)
+from llmchat_tools.devcluster.cluster import DevCluster, start_cluster
+from llmchat_tools.devcluster.handle import ClusterHandle, ClusterStartError
 
 __all__ = [
     "BINARY_NAMES",

@@ -8,214 +8,38 @@ runs in its own process group so teardown can always stop it.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import logging
-import os
 import shutil
-import ssl
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
-import yaml
-
+from llmchat_tools.devcluster import control_plane_args as args
 from llmchat_tools.devcluster import kwok
+from llmchat_tools.devcluster.apiclient import (
+    ApiClient,
+    probe_http,
+    probe_https_unverified,
+    write_kubeconfig,
+)
 from llmchat_tools.devcluster.binaries import Binaries, find_binaries, read_versions
-from llmchat_tools.devcluster.certs import CertPair, ClusterCerts, generate_cluster_certs
+from llmchat_tools.devcluster.certs import ClusterCerts, generate_cluster_certs
+from llmchat_tools.devcluster.handle import (
+    ClusterHandle,
+    ClusterStartError,
+    Launcher,
+    Loopback,
+)
 from llmchat_tools.devcluster.process import ManagedProcess, free_port
 
 logger = logging.getLogger(__name__)
 
-SERVICE_CIDR = "10.96.0.0/16"
-SERVICE_IP = "10.96.0.1"
-POD_CIDR = "10.244.0.1/16"
-FAKE_NODE_IP = "10.240.0.10"
-
-
-class Launcher(Protocol):
-    """Where the components run: how to start one, and how the host reaches its ports."""
-
-    def wrap(self, argv: Sequence[str]) -> list[str]:
-        """The command line that runs ``argv`` there."""
-        ...
-
-    def reach(self, port: int) -> int:
-        """The host port (on 127.0.0.1) that connects to 127.0.0.1:``port`` there."""
-        ...
-
-
-class Loopback:
-    """The components run on the host's own 127.0.0.1 (the kwok dev cluster)."""
-
-    def wrap(self, argv: Sequence[str]) -> list[str]:
-        return list(argv)
-
-    def reach(self, port: int) -> int:
-        return port
-
-
-class ClusterStartError(RuntimeError):
-    """A component failed to start; the message carries the tail of its log."""
-
-    def __init__(self, component: str, reason: str, log_tail: str = "") -> None:
-        self.component = component
-        self.reason = reason
-        self.log_tail = log_tail
-        msg = f"{component}: {reason}"
-        if log_tail:
-            msg += f"\n--- last lines of the {component} log ---\n{log_tail}"
-        super().__init__(msg)
-
-
-@dataclass(frozen=True)
-class ApiResponse:
-    status: int
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
-
-
-class ApiClient:
-    """A minimal HTTPS client for the apiserver (admin client certificate, verified CA)."""
-
-    def __init__(self, port: int, ca: Path, client: CertPair, *, timeout: float = 10.0) -> None:
-        self.port = port
-        self.timeout = timeout
-        self._ctx = ssl.create_default_context(cafile=str(ca))
-        self._ctx.load_cert_chain(str(client.cert), str(client.key))
-
-    def request(self, method: str, path: str, body: Any | None = None) -> ApiResponse:
-        conn = http.client.HTTPSConnection(
-            "127.0.0.1", self.port, context=self._ctx, timeout=self.timeout
-        )
-        try:
-            payload = json.dumps(body).encode() if body is not None else None
-            headers = {"Accept": "application/json"}
-            if payload is not None:
-                headers["Content-Type"] = "application/json"
-            conn.request(method, path, body=payload, headers=headers)
-            resp = conn.getresponse()
-            return ApiResponse(resp.status, resp.read())
-        finally:
-            conn.close()
-
-    def get(self, path: str) -> ApiResponse:
-        return self.request("GET", path)
-
-
-def _probe_https_unverified(port: int, path: str, timeout: float = 3.0) -> int:
-    """Status code of GET https://127.0.0.1:port/path without verifying the server cert
-    (kube-controller-manager and kube-scheduler serve self-signed health endpoints)."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    finally:
-        conn.close()
-
-
-def _probe_http(port: int, path: str, timeout: float = 3.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
-def _b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
-
-
-def write_kubeconfig(
-    path: Path, *, server: str, ca: Path, client: CertPair, user: str, name: str = "llmchat-dev"
-) -> Path:
-    """A self-contained kubeconfig (certificates embedded)."""
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": name, "cluster": {"server": server, "certificate-authority-data": _b64(ca)}}
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate-data": _b64(client.cert),
-                    "client-key-data": _b64(client.key),
-                },
-            }
-        ],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": user}}],
-        "current-context": name,
-        "preferences": {},
-    }
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    path.chmod(0o600)
-    return path
-
-
-@dataclass
-class ClusterHandle:
-    """What a running dev cluster offers its users."""
-
-    workdir: Path
-    kubeconfig: Path
-    server: str
-    binaries: Binaries
-    versions: Mapping[str, str]
-    node_name: str
-    certs: ClusterCerts
-    log_dir: Path
-    _cluster: DevCluster | None = field(default=None, repr=False)
-
-    @property
-    def kubernetes_version(self) -> str:
-        return self.versions.get("K8S_VERSION", "")
-
-    def env(self) -> dict[str, str]:
-        """``os.environ`` plus KUBECONFIG pointing at this cluster."""
-        env = dict(os.environ)
-        env["KUBECONFIG"] = str(self.kubeconfig)
-        return env
-
-    def kubectl(
-        self, *args: str, input: str | None = None, timeout: float = 60.0, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        """Run the built kubectl against this cluster."""
-        argv = [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args]
-        result = subprocess.run(
-            argv,
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env=self.env(),
-        )
-        if check and result.returncode != 0:
-            raise subprocess.CalledProcessError(
-                result.returncode, argv, output=result.stdout, stderr=result.stderr
-            )
-        return result
-
-    def stop(self) -> None:
-        if self._cluster is not None:
-            self._cluster.stop()
+SERVICE_IP = args.SERVICE_IP
 
 
 class DevCluster:
@@ -311,88 +135,13 @@ class DevCluster:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         pki = self.workdir / "pki"
         certs = generate_cluster_certs(pki, service_ip=SERVICE_IP, extra_ips=self.extra_sans)
-        reach = self.launcher.reach
-
-        # etcd ------------------------------------------------------------------
-        etcd_port, peer_port = free_port(), free_port()
-        data_dir = self.workdir / "etcd-data"
-        if data_dir.exists():
-            shutil.rmtree(data_dir)
-        self._data_dirs.append(data_dir)
-        etcd = self._spawn(
-            "etcd",
-            [
-                str(bins.etcd),
-                "--name=llmchat-dev",
-                f"--data-dir={data_dir}",
-                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
-                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
-                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-                f"--initial-cluster=llmchat-dev=http://127.0.0.1:{peer_port}",
-                "--initial-cluster-state=new",
-                "--unsafe-no-fsync=true",
-                "--auto-compaction-retention=1",
-                "--log-level=warn",
-            ],
-        )
-
-        def etcd_healthy() -> bool:
-            status, body = _probe_http(reach(etcd_port), "/health")
-            return status == 200 and json.loads(body).get("health") == "true"
-
-        self._wait(etcd, "GET /health", etcd_healthy)
-
-        # kube-apiserver ------------------------------------------------------------
+        etcd_port = self._start_etcd(bins)
         api_port = self.api_port or free_port()
         # the components' own address of the apiserver, and the host's (the same on loopback)
         inside = f"https://127.0.0.1:{api_port}"
-        api_host_port = reach(api_port)
+        api_host_port = self.launcher.reach(api_port)
         server = f"https://127.0.0.1:{api_host_port}"
-        if self.fake_node:
-            # no pod can call the apiserver: the `kubernetes` Service needs no endpoints
-            placement = ["--bind-address=127.0.0.1", "--endpoint-reconciler-type=none"]
-        else:
-            # real pods reach it through the `kubernetes` Service: on the node's address
-            placement = ["--bind-address=0.0.0.0"]
-        apiserver = self._spawn(
-            "kube-apiserver",
-            [
-                str(bins.kube_apiserver),
-                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                *placement,
-                f"--advertise-address={self.advertise_address}",
-                f"--secure-port={api_port}",
-                f"--cert-dir={self.workdir / 'apiserver-certs'}",
-                f"--tls-cert-file={certs.apiserver.cert}",
-                f"--tls-private-key-file={certs.apiserver.key}",
-                f"--client-ca-file={certs.ca.cert}",
-                f"--requestheader-client-ca-file={certs.front_proxy_ca.cert}",
-                "--requestheader-allowed-names=front-proxy-client",
-                "--requestheader-username-headers=X-Remote-User",
-                "--requestheader-group-headers=X-Remote-Group",
-                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-                f"--proxy-client-cert-file={certs.front_proxy_client.cert}",
-                f"--proxy-client-key-file={certs.front_proxy_client.key}",
-                "--authorization-mode=Node,RBAC",
-                "--anonymous-auth=true",  # /readyz, /livez, /healthz, /version for probes
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={certs.service_account_pub}",
-                f"--service-account-signing-key-file={certs.service_account_key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--allow-privileged=true",
-                "--profiling=false",
-                "--v=1",
-                *self.apiserver_args,
-            ],
-        )
-        api = ApiClient(api_host_port, certs.ca.cert, certs.admin)
-
-        def api_ready() -> bool:
-            return api.get("/readyz").status == 200
-
-        self._wait(apiserver, "GET /readyz", api_ready)
-
+        apiserver, api = self._start_apiserver(bins, certs, etcd_port, api_port, api_host_port)
         kubeconfig = write_kubeconfig(
             self.workdir / "kubeconfig",
             server=server,
@@ -400,74 +149,7 @@ class DevCluster:
             client=certs.admin,
             user="llmchat-admin",
         )
-        kcm_kubeconfig = write_kubeconfig(
-            pki / "kube-controller-manager.kubeconfig",
-            server=inside,
-            ca=certs.ca.cert,
-            client=certs.controller_manager,
-            user="system:kube-controller-manager",
-        )
-        sched_kubeconfig = write_kubeconfig(
-            pki / "kube-scheduler.kubeconfig",
-            server=inside,
-            ca=certs.ca.cert,
-            client=certs.scheduler,
-            user="system:kube-scheduler",
-        )
-
-        # kube-controller-manager + kube-scheduler ------------------------------------
-        kcm_port = free_port()
-        kcm = self._spawn(
-            "kube-controller-manager",
-            [
-                str(bins.kube_controller_manager),
-                f"--kubeconfig={kcm_kubeconfig}",
-                f"--authentication-kubeconfig={kcm_kubeconfig}",
-                f"--authorization-kubeconfig={kcm_kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={kcm_port}",
-                f"--cert-dir={self.workdir / 'kcm-certs'}",
-                # its default (/usr/libexec/kubernetes/...) would be created on the host
-                f"--flex-volume-plugin-dir={self.workdir / 'flex-volume-plugins'}",
-                "--leader-elect=false",
-                "--use-service-account-credentials=true",
-                "--controllers=*",  # every default controller: deployment, replicaset, GC, SA, ...
-                "--enable-garbage-collector=true",
-                f"--root-ca-file={certs.ca.cert}",
-                f"--service-account-private-key-file={certs.service_account_key}",
-                f"--cluster-signing-cert-file={certs.ca.cert}",
-                f"--cluster-signing-key-file={certs.ca.key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--profiling=false",
-                "--v=1",
-            ],
-        )
-        sched_port = free_port()
-        scheduler = self._spawn(
-            "kube-scheduler",
-            [
-                str(bins.kube_scheduler),
-                f"--kubeconfig={sched_kubeconfig}",
-                f"--authentication-kubeconfig={sched_kubeconfig}",
-                f"--authorization-kubeconfig={sched_kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={sched_port}",
-                f"--cert-dir={self.workdir / 'scheduler-certs'}",
-                "--leader-elect=false",
-                "--profiling=false",
-                "--v=1",
-            ],
-        )
-        self._wait(
-            kcm,
-            "GET /healthz",
-            lambda: _probe_https_unverified(reach(kcm_port), "/healthz") == 200,
-        )
-        self._wait(
-            scheduler,
-            "GET /healthz",
-            lambda: _probe_https_unverified(reach(sched_port), "/healthz") == 200,
-        )
+        kcm = self._start_controllers(bins, certs, inside)
         if self.fake_node:
             self._start_kwok(bins, api, apiserver, kubeconfig, versions)
 
@@ -496,6 +178,88 @@ class DevCluster:
         )
         return self._handle
 
+    def _start_etcd(self, bins: Binaries) -> int:
+        """etcd on a fresh data directory; its client port once healthy."""
+        etcd_port, peer_port = free_port(), free_port()
+        data_dir = self.workdir / "etcd-data"
+        if data_dir.exists():
+            shutil.rmtree(data_dir)
+        self._data_dirs.append(data_dir)
+        etcd = self._spawn("etcd", args.etcd(bins, data_dir, etcd_port, peer_port))
+        reach = self.launcher.reach
+
+        def etcd_healthy() -> bool:
+            status, body = probe_http(reach(etcd_port), "/health")
+            return status == 200 and json.loads(body).get("health") == "true"
+
+        self._wait(etcd, "GET /health", etcd_healthy)
+        return etcd_port
+
+    def _start_apiserver(
+        self, bins: Binaries, certs: ClusterCerts, etcd_port: int, api_port: int, host_port: int
+    ) -> tuple[ManagedProcess, ApiClient]:
+        """kube-apiserver on ``api_port`` (``host_port`` from the host), once ready: its
+        process and a client for it."""
+        argv = args.apiserver(
+            bins,
+            certs,
+            self.workdir,
+            etcd_port=etcd_port,
+            api_port=api_port,
+            advertise_address=self.advertise_address,
+            fake_node=self.fake_node,
+            extra=self.apiserver_args,
+        )
+        apiserver = self._spawn("kube-apiserver", argv)
+        api = ApiClient(host_port, certs.ca.cert, certs.admin)
+
+        def api_ready() -> bool:
+            return api.get("/readyz").status == 200
+
+        self._wait(apiserver, "GET /readyz", api_ready)
+        return apiserver, api
+
+    def _start_controllers(
+        self, bins: Binaries, certs: ClusterCerts, inside: str
+    ) -> ManagedProcess:
+        """kube-controller-manager and kube-scheduler, once healthy; the controller manager."""
+        pki = self.workdir / "pki"
+        kcm_kubeconfig = write_kubeconfig(
+            pki / "kube-controller-manager.kubeconfig",
+            server=inside,
+            ca=certs.ca.cert,
+            client=certs.controller_manager,
+            user="system:kube-controller-manager",
+        )
+        sched_kubeconfig = write_kubeconfig(
+            pki / "kube-scheduler.kubeconfig",
+            server=inside,
+            ca=certs.ca.cert,
+            client=certs.scheduler,
+            user="system:kube-scheduler",
+        )
+        kcm_port = free_port()
+        kcm = self._spawn(
+            "kube-controller-manager",
+            args.controller_manager(bins, certs, self.workdir, kcm_kubeconfig, kcm_port),
+        )
+        sched_port = free_port()
+        scheduler = self._spawn(
+            "kube-scheduler", args.scheduler(bins, self.workdir, sched_kubeconfig, sched_port)
+        )
+        reach = self.launcher.reach
+        self._wait(
+            kcm,
+            "GET /healthz",
+            lambda: probe_https_unverified(reach(kcm_port), "/healthz") == 200,
+        )
+        self._wait(
+            scheduler,
+            "GET /healthz",
+            lambda: probe_https_unverified(reach(sched_port), "/healthz") == 200,
+        )
+        return kcm
+
     def _start_kwok(
         self,
         bins: Binaries,
@@ -516,19 +280,7 @@ class DevCluster:
                 apiserver.log_tail(),
             )
         kwok_config = kwok.write_config(self.workdir / "kwok.yaml", kubelet_version=k8s_version)
-        kwok_proc = self._spawn(
-            "kwok",
-            [
-                str(bins.kwok),
-                f"--kubeconfig={kubeconfig}",
-                f"--config={kwok_config}",
-                "--manage-all-nodes=false",
-                f"--manage-nodes-with-annotation-selector={kwok.FAKE_NODE_SELECTOR}",
-                f"--cidr={POD_CIDR}",
-                f"--node-ip={FAKE_NODE_IP}",
-                "--node-lease-duration-seconds=40",
-            ],
-        )
+        kwok_proc = self._spawn("kwok", args.kwok_controller(bins, kubeconfig, kwok_config))
 
         def node_ready() -> bool:
             r = api.get(f"/api/v1/nodes/{self.node_name}")

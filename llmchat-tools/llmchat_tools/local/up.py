@@ -106,6 +106,33 @@ def worker_env(model: LocalModel, room: str) -> dict[str, str]:
     return env
 
 
+def redis_spec(cfg: UpConfig) -> ProcessSpec:
+    """The local Redis (nothing started or written): on loopback, each write on disk first."""
+    data = cfg.data_dir / "redis"
+    return ProcessSpec(
+        name="redis",
+        role="storage",
+        url=cfg.effective_redis_url,
+        argv=[
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(cfg.redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data.resolve()),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+        ],
+    )
+
+
 def plan(
     cfg: UpConfig, python: str = sys.executable, creds: LocalCredentials | None = None
 ) -> list[ProcessSpec]:
@@ -117,31 +144,7 @@ def plan(
     redis_url = cfg.effective_redis_url
     common = {"LLMCHAT_REDIS_URL": redis_url, "LLMCHAT_LOG_FORMAT": "json"}
     if cfg.redis_url is None:
-        data = cfg.data_dir / "redis"
-        specs.append(
-            ProcessSpec(
-                name="redis",
-                role="storage",
-                url=redis_url,
-                argv=[
-                    shutil.which("redis-server") or "redis-server",
-                    "--port",
-                    str(cfg.redis_port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    str(data.resolve()),
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "always",
-                    "--save",
-                    "",
-                    "--protected-mode",
-                    "no",
-                ],
-            )
-        )
+        specs.append(redis_spec(cfg))
     port = cfg.first_port
     for i in range(cfg.replicas):
         specs.append(

@@ -1,14 +1,19 @@
-"""Fixtures for tests against the real loopback Kubernetes control plane.
+"""The one set of Kubernetes test fixtures (a pytest plugin, registered by ``tests/conftest.py``)
+for the suites that talk to a real control plane: tests/k8s, tests/operator, tests/chaos,
+tests/chart (and tests/node, which brings its own real-node cluster and reuses :class:`Tool`).
 
 - ``k8s_cluster`` (session): one etcd + kube-apiserver + kube-controller-manager +
   kube-scheduler + kwok per test session, torn down at the end.
 - ``k8s_namespace`` (function): a fresh namespace per test, deleted afterwards.
-- ``kubectl`` / ``helm``: run the built binaries against the cluster.
+- ``kubectl`` / ``helm``: run the built binaries against the cluster (:class:`Tool`).
 - ``k8s_api`` (session): an official ``kubernetes`` client ApiClient for the cluster.
+- ``chatroom_crd`` (session): the ChatRoom CRD from k8s/crds/, established and served.
+- :func:`wait_for`: poll a condition, failing the test at its deadline.
 
-The binaries come from ``tools/k8s/build.sh``. If they are missing, the build runs once
-during collection (outside any per-test timeout); if it fails, every k8s test FAILS with
-what to install. These tests are never skipped.
+Tests under tests/k8s are marked ``k8s``. The binaries come from ``tools/k8s/build.sh``. If
+they are missing, the build runs once during collection (outside any per-test timeout); if it
+fails, every k8s test FAILS with what to install. These tests are never skipped. No test of
+these suites reaches a cluster through the user's KUBECONFIG.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import json
 import os
 import re
 import subprocess
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,11 @@ from llmchat_tools.devcluster import (
     build_binaries,
     find_binaries,
 )
+
+TESTS = Path(__file__).resolve().parents[1]
+CRD_DIR = TESTS.parent / "k8s" / "crds"
+#: The suites whose tests never see the user's KUBECONFIG.
+NO_KUBECONFIG_SUITES = ("k8s", "operator", "chaos", "chart")
 
 _BINARIES_KEY = pytest.StashKey[Binaries | str]()
 
@@ -56,7 +67,7 @@ def pytest_collection_modifyitems(
 ) -> None:
     """Mark everything here ``k8s`` and build the binaries before any test runs (so a
     cold build is not cut short by a per-test timeout)."""
-    here = Path(__file__).parent
+    here = TESTS / "k8s"
     for item in items:
         if here in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.k8s)
@@ -92,30 +103,21 @@ def k8s_binaries(pytestconfig: pytest.Config) -> Binaries:
     return found
 
 
-_CLUSTER_KEY = pytest.StashKey[ClusterHandle]()
-
-
 @pytest.fixture(scope="session")
 def k8s_cluster(
-    k8s_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
-) -> ClusterHandle:
-    """One real control plane for the whole session (logs kept under the pytest tmp dir).
-
-    Kept in the session's stash and stopped at the session's end, so conftests that import
-    these fixtures (``tests/operator``) share the one cluster instead of starting another.
-    """
-    handle = pytestconfig.stash.get(_CLUSTER_KEY, None)
-    if handle is not None:
-        return handle
+    k8s_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ClusterHandle]:
+    """One real control plane for the whole session (logs kept under the pytest tmp dir)."""
     workdir = tmp_path_factory.mktemp("k8s-cluster")
     cluster = DevCluster(workdir, binaries=k8s_binaries, startup_timeout=120.0)
     try:
         handle = cluster.start()
     except ClusterStartError as exc:
         pytest.fail(f"the test control plane did not start: {exc}", pytrace=False)
-    pytestconfig.add_cleanup(cluster.stop)
-    pytestconfig.stash[_CLUSTER_KEY] = handle
-    return handle
+    try:
+        yield handle
+    finally:
+        cluster.stop()
 
 
 class CommandError(AssertionError):
@@ -164,16 +166,20 @@ def kubectl(k8s_cluster: ClusterHandle) -> Tool:
     return Tool(k8s_cluster.binaries.kubectl, k8s_cluster, flag="--kubeconfig")
 
 
-@pytest.fixture(scope="session")
-def helm(k8s_cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Tool:
-    """The built helm, with its config/cache/data dirs isolated in a temp dir."""
-    home = tmp_path_factory.mktemp("helm-home")
+def helm_tool(cluster: ClusterHandle, home: Path) -> Tool:
+    """The built helm against ``cluster``, its config/cache/data dirs isolated under ``home``."""
     env = {
         "HELM_CONFIG_HOME": str(home / "config"),
         "HELM_CACHE_HOME": str(home / "cache"),
         "HELM_DATA_HOME": str(home / "data"),
     }
-    return Tool(k8s_cluster.binaries.helm, k8s_cluster, flag="--kubeconfig", env=env)
+    return Tool(cluster.binaries.helm, cluster, flag="--kubeconfig", env=env)
+
+
+@pytest.fixture(scope="session")
+def helm(k8s_cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Tool:
+    """The built helm, with its config/cache/data dirs isolated in a temp dir."""
+    return helm_tool(k8s_cluster, tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.fixture(scope="session")
@@ -206,8 +212,45 @@ def k8s_namespace(request: pytest.FixtureRequest, kubectl: Tool) -> Iterator[str
         kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
 
 
+def wait_for(
+    predicate: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.25
+) -> Any:
+    """Poll until ``predicate()`` is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def chatroom_crd(kubectl: Tool) -> str:
+    """The ChatRoom CRD from k8s/crds/, established and served."""
+    kubectl("apply", "-f", str(CRD_DIR))
+
+    def established() -> bool:
+        crd = kubectl.json("get", "crd", "chatrooms.llmchat.io")
+        conds = (crd.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
+
+    wait_for(established, "the ChatRoom CRD to be established")
+    wait_for(
+        lambda: kubectl("get", "chatrooms", "-A", check=False).returncode == 0,
+        "chatrooms to be served",
+    )
+    return "chatrooms.llmchat.io"
+
+
 @pytest.fixture(autouse=True)
-def _no_ambient_kubeconfig(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never let a test reach a real cluster through the user's KUBECONFIG."""
-    if "KUBECONFIG" in os.environ:
+def _no_ambient_kubeconfig(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never let a test of the Kubernetes suites reach a real cluster through the user's
+    KUBECONFIG."""
+    if "KUBECONFIG" in os.environ and _in_k8s_suite(Path(str(request.node.path))):
         monkeypatch.delenv("KUBECONFIG")
+
+
+def _in_k8s_suite(path: Path) -> bool:
+    return any(TESTS / d in path.parents for d in NO_KUBECONFIG_SUITES)
