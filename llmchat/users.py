@@ -167,7 +167,9 @@ class UserStore:
             pipe.srem(keys.invitations(room), folded)
 
 
-def ensure_users(client: redis.Redis, names: list[str]) -> dict[str, tuple[User, int]]:
+def ensure_users(
+    client: redis.Redis | redis.RedisCluster, names: list[str]
+) -> dict[str, tuple[User, int]]:
     """Register every free name of ``names`` (synchronously, one pipeline each way) and return
     each one's record and token version, by name: for tools that sign tokens next to a running
     system (benchmarks), which must name users that exist."""

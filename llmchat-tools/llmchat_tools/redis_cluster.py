@@ -118,6 +118,11 @@ class RedisCluster:
     replicas_per_master: int = 1
     node_timeout_ms: int = NODE_TIMEOUT_MS
     base_dir: Path | None = None
+    #: the AOF's fsync policy: ``always`` for the durability tests, ``everysec`` for benches
+    #: (the single Redis they compare with runs ``everysec``)
+    appendfsync: str = "always"
+    #: ceiling on the connections of each node
+    maxclients: int = 10_000
     nodes: list[ClusterNode] = field(default_factory=list)
     _own_dir: Path | None = None
 
@@ -190,7 +195,9 @@ class RedisCluster:
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "always",
+                self.appendfsync,
+                "--maxclients",
+                str(self.maxclients),
                 "--save",
                 "",
                 "--logfile",
@@ -335,3 +342,24 @@ class RedisCluster:
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
             self.stop()
+
+
+def cluster_masters(url: str) -> list[tuple[str, int]]:
+    """The masters serving slots of the cluster that the node at ``url`` belongs to."""
+    with redis.Redis.from_url(url, decode_responses=True) as c:
+        slots = c.execute_command("CLUSTER", "SLOTS")
+    return sorted({(str(r[2][0]), int(r[2][1])) for r in slots})
+
+
+def masters_by_key(url: str, names: list[str]) -> dict[tuple[str, int], list[str]]:
+    """Which master serves each key (by its slot): master -> keys, every master listed."""
+    with redis.Redis.from_url(url, decode_responses=True) as c:
+        slots = c.execute_command("CLUSTER", "SLOTS")
+    out: dict[tuple[str, int], list[str]] = {(str(r[2][0]), int(r[2][1])): [] for r in slots}
+    for name in names:
+        slot = key_slot(name.encode("utf-8"))
+        for r in slots:
+            if int(r[0]) <= slot <= int(r[1]):
+                out[(str(r[2][0]), int(r[2][1]))].append(name)
+                break
+    return out
