@@ -7,6 +7,13 @@ on one slot if Redis is ever clustered, which the Lua scripts that touch several
 PREFIX = "llmchat"
 
 
+def _users_key(name: str, cluster: bool) -> str:
+    """On a Redis Cluster the registry of user names (three hashes a script reads together)
+    needs a hash tag of its own; on one Redis the names stay as they always were, so existing
+    data is found."""
+    return f"{PREFIX}:{{users}}:{name}" if cluster else f"{PREFIX}:{name}"
+
+
 def rooms_index() -> str:
     """Sorted set of room names, scored by creation time."""
     return f"{PREFIX}:rooms"
@@ -120,21 +127,21 @@ def connections(user: str) -> str:
     return f"{PREFIX}:conns:{{{user}}}"
 
 
-def users() -> str:
+def users(cluster: bool = False) -> str:
     """Hash of case-folded user name -> user JSON (registered names, so nobody takes them)."""
-    return f"{PREFIX}:users"
+    return _users_key("users", cluster)
 
 
-def user_skeletons() -> str:
+def user_skeletons(cluster: bool = False) -> str:
     """Hash of a name's confusable skeleton -> the case-folded name that holds it (so no one
     takes a look-alike of a taken name; see llmchat.names)."""
-    return f"{PREFIX}:user-skeletons"
+    return _users_key("user-skeletons", cluster)
 
 
-def user_versions() -> str:
+def user_versions(cluster: bool = False) -> str:
     """Hash of case-folded user name -> token version (a user's tokens name it; signing out
     moves it on)."""
-    return f"{PREFIX}:user-versions"
+    return _users_key("user-versions", cluster)
 
 
 def invitations(room: str) -> str:
@@ -143,5 +150,6 @@ def invitations(room: str) -> str:
 
 
 def feed_wake(token: str) -> str:
-    """A chat-service replica's wake stream: an entry here ends its blocked timeline read."""
+    """A chat-service replica's wake stream: an entry here ends its blocked timeline read (on a
+    cluster, one per node read: the token is then the hash tag, chosen to land on that node)."""
     return f"{PREFIX}:feedwake:{token}"

@@ -10,17 +10,22 @@ acknowledged, never a crash; it stays in the stream for inspection.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar, cast
 
 import redis.asyncio as aioredis
 
 from llmchat.logs import get_logger
+from llmchat.redis_conn import slot_groups
 from llmchat.wire import WireFormatError
 
 log = get_logger(__name__)
 
 T = TypeVar("T")
+#: On a Redis Cluster, how long a consumer whose streams lie on several slots waits between
+#: rounds of non-blocking reads that found nothing (it cannot block on them all at once).
+CLUSTER_POLL_MS = 50
 #: Parses one entry of a stream: (entry id, fields) -> the item (raises WireFormatError).
 Parser = Callable[[str, dict[str, str]], T]
 
@@ -45,16 +50,29 @@ class ConsumerGroup(Generic[T]):
         self, streams: Mapping[str, Parser[T]], count: int, block_ms: int | None
     ) -> list[T]:
         """New entries for this consumer (blocking up to ``block_ms``; None: do not block)."""
-        wanted: dict[Any, Any] = dict.fromkeys(streams, ">")
-        resp = await self._redis.xreadgroup(
-            self.group, self.consumer, wanted, count=count, block=block_ms
-        )
+        groups = slot_groups(self._redis, list(streams))
+        if len(groups) <= 1:
+            resp = await self._xreadgroup(list(streams), count, block_ms)
+        else:
+            # A cluster refuses an XREADGROUP whose streams lie on different slots (several
+            # rooms), even on one node: each slot's streams are read without blocking, all at
+            # once, and an empty round is followed by a short pause instead of a blocked read.
+            replies = await asyncio.gather(*(self._xreadgroup(g, count, None) for g in groups))
+            resp = [row for reply in replies for row in (reply or [])]
+            if not resp and block_ms:
+                await asyncio.sleep(min(block_ms, CLUSTER_POLL_MS) / 1000)
         items: list[T] = []
         for stream, rows in cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], resp or []):
             key = str(stream)
             if key in streams:
                 items.extend(await self._parse(key, streams[key], rows))
         return items
+
+    async def _xreadgroup(self, keys: list[str], count: int, block_ms: int | None) -> Any:
+        wanted: dict[Any, Any] = dict.fromkeys(keys, ">")
+        return await self._redis.xreadgroup(
+            self.group, self.consumer, wanted, count=count, block=block_ms
+        )
 
     async def claim_stale(
         self, key: str, parse: Parser[T], min_idle_ms: int, count: int = 100

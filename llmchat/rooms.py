@@ -146,7 +146,11 @@ class RoomStore:
         names = cast(list[str], await self._redis.zrange(keys.rooms_index(), 0, limit - 1))
         if not names:
             return []
-        raws = await self._redis.mget([keys.room_meta(n) for n in names])
+        # one GET per room in a pipeline, not MGET: on a cluster the rooms live on many slots
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for n in names:
+                pipe.get(keys.room_meta(n))
+            raws = await pipe.execute()
         return [Room.model_validate_json(r) for r in raws if r]
 
     async def join(self, room: Room, name: str) -> tuple[Member, bool]:

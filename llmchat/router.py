@@ -21,13 +21,23 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.exceptions import AskError, MovedError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from llmchat import keys
-from llmchat.batching import batcher_for
+from llmchat.batching import BatchScript, CommandBatcher, batcher_for
+from llmchat.durability import Durability
 from llmchat.ids import server_msg_id
 from llmchat.keys import LEADER_QUEUE
 from llmchat.lease import FENCE_LUA, now_ms
 from llmchat.models import Entry, EntryKind, NewEntry, Room, RoomMode
+from llmchat.redis_conn import (
+    UNAVAILABLE_ERRORS,
+    is_cluster,
+    master_client,
+    refresh_topology,
+    same_slot,
+)
 from llmchat.rooms import ParsedRooms
 from llmchat.timeline import (
     APPEND_LUA,
@@ -194,8 +204,12 @@ class Router:
         self._timeline = timeline
         # A post's reads and its script go through the client's batcher: concurrent posts share
         # round trips (see llmchat/batching.py).
+        self._redis = redis
+        self._cluster = is_cluster(redis)
+        self._durability = Durability.from_env(self._cluster)
         self._batch = batcher_for(redis)
         self._post = self._batch.script(_POST_LUA)
+        self._node_scripts: dict[int, BatchScript] = {}
         self._state = self._batch.script(_STATE_LUA)
         self.max_model_streak = max_model_streak
         # the room's document is read with every post (in the same round trip as its state)
@@ -251,44 +265,90 @@ class Router:
         """Append ``entry`` with its jobs and round (``_POST_LUA``): (stream id, duplicate)."""
         mode = {EntryKind.HUMAN: "reset", EntryKind.MODEL: "incr"}.get(entry.kind, "keep")
         round_models = [t for t in route.targets if t != LEADER_QUEUE]
+        if (
+            fence is not None
+            and self._cluster
+            and not same_slot(fence.key, keys.timeline(room_name))
+        ):
+            # A fence of another slot (a judge's lease serving many rooms) cannot be read by
+            # the room's script on a cluster: it is checked one round trip before the store.
+            await self._check_fence(fence)
+            fence = None
+        command = self._post.command(
+            [
+                keys.room_meta(room_name),
+                keys.timeline(room_name),
+                keys.message_ids(room_name),
+                keys.model_streak(room_name),
+                keys.turns(room_name),
+                keys.round_due(room_name),
+                keys.rounds(room_name),
+                fence.key if fence else keys.room_lease(room_name),
+                *(keys.jobs(room_name, m) for m in route.targets),
+            ],
+            [
+                entry.msg_id,
+                encode_entry(entry),
+                mode,
+                route.reason,
+                f"{time.time():.6f}",
+                QUEUE_MAXLEN,
+                "1" if route.is_round else "0",
+                json.dumps(round_models),
+                fence.holder if fence else "",
+                str(fence.term) if fence else "",
+                now_ms(),
+                *route.targets,
+            ],
+        )
         try:
-            (res,) = await self._batch.execute(
-                [
-                    self._post.command(
-                        [
-                            keys.room_meta(room_name),
-                            keys.timeline(room_name),
-                            keys.message_ids(room_name),
-                            keys.model_streak(room_name),
-                            keys.turns(room_name),
-                            keys.round_due(room_name),
-                            keys.rounds(room_name),
-                            fence.key if fence else keys.room_lease(room_name),
-                            *(keys.jobs(room_name, m) for m in route.targets),
-                        ],
-                        [
-                            entry.msg_id,
-                            encode_entry(entry),
-                            mode,
-                            route.reason,
-                            f"{time.time():.6f}",
-                            QUEUE_MAXLEN,
-                            "1" if route.is_round else "0",
-                            json.dumps(round_models),
-                            fence.holder if fence else "",
-                            str(fence.term) if fence else "",
-                            now_ms(),
-                            *route.targets,
-                        ],
-                    )
-                ]
-            )
+            if self._durability.replicas > 0:
+                res = await self._store_durably(room_name, entry.msg_id, command)
+            else:
+                (res,) = await self._batch.execute([command])
         except aioredis.ResponseError as exc:
             raise_append_error(exc, room_name, entry.msg_id)
             if str(exc).startswith("FENCED"):
                 raise FencedError(str(exc)) from exc
             raise
         return str(res[0]), bool(int(res[1]))
+
+    async def _check_fence(self, fence: Fence) -> None:
+        holder, term, renewed, duration = await self._redis.hmget(
+            fence.key, ["holder", "term", "renewed", "duration"]
+        )
+        live = renewed is not None and now_ms() < int(renewed) + int(duration or 0)
+        if holder != fence.holder or term != str(fence.term) or not live:
+            raise FencedError("FENCED the leadership lease has moved on")
+
+    async def _store_durably(self, room_name: str, msg_id: str, command: tuple[Any, ...]) -> Any:
+        """The post and a ``WAIT`` in one pipeline on the room's master (one connection, so
+        the ``WAIT`` counts this write); raises ``NotReplicatedError`` when no replica confirms
+        in time. A MOVED or ASK reply (the slot has a new master) is retried once there: the
+        script did not run where it was refused."""
+        for attempt in range(2):
+            client = await master_client(self._redis, keys.timeline(room_name))
+            batch = batcher_for(client)
+            self._node_script(batch)
+            try:
+                res, confirmed = await batch.execute([command, self._durability.wait_command()])
+            except (MovedError, AskError) as exc:
+                await refresh_topology(self._redis)
+                if attempt == 0:
+                    continue
+                raise RedisConnectionError(f"room {room_name!r} is moving: {exc}") from exc
+            except UNAVAILABLE_ERRORS:
+                await refresh_topology(self._redis)
+                raise
+            self._durability.check(confirmed, f"message {msg_id!r}")
+            return res
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _node_script(self, batch: CommandBatcher) -> BatchScript:
+        """The post script known to ``batch`` (so it loads it again after a NOSCRIPT)."""
+        return self._node_scripts.get(id(batch)) or self._node_scripts.setdefault(
+            id(batch), batch.script(_POST_LUA)
+        )
 
     async def _notices(self, room: Room, entry: NewEntry, route: Route) -> Entry | None:
         """A system entry in the room for @names nobody has, or for a capped model chain."""

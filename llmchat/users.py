@@ -22,6 +22,7 @@ from llmchat import keys
 from llmchat.batching import batcher_for
 from llmchat.models import RESERVED_NAMES
 from llmchat.names import looks_like_any, skeletons
+from llmchat.redis_conn import is_cluster
 
 
 class User(BaseModel):
@@ -83,6 +84,10 @@ class UserStore:
         self._redis = redis_client
         self._batch = batcher_for(redis_client)
         self._register = redis_client.register_script(_REGISTER_LUA)
+        clustered = is_cluster(redis_client)
+        self._users = keys.users(clustered)
+        self._skeletons = keys.user_skeletons(clustered)
+        self._versions = keys.user_versions(clustered)
 
     async def register(self, name: str) -> tuple[User, bool]:
         """Claim a name; returns (user, created). Reserved names and look-alikes of reserved
@@ -90,7 +95,7 @@ class UserStore:
         _reserved(name)
         user = new_user(name)
         reply = await self._register(
-            keys=[keys.users(), keys.user_skeletons()],
+            keys=[self._users, self._skeletons],
             args=[name.casefold(), user.model_dump_json(), *sorted(skeletons(name))],
         )
         outcome, value = int(reply[0]), str(reply[1])
@@ -102,32 +107,32 @@ class UserStore:
     async def index_skeletons(self) -> int:
         """Enter the names registered before skeletons were kept (idempotent; at start-up).
         Where two registered names look alike, the first keeps the skeleton."""
-        raw = cast(dict[str, str], await self._redis.hgetall(keys.users()))
+        raw = cast(dict[str, str], await self._redis.hgetall(self._users))
         if not raw:
             return 0
         async with self._redis.pipeline(transaction=False) as pipe:
             for folded, record in raw.items():
                 for key in skeletons(User.model_validate_json(record).name):
-                    pipe.hsetnx(keys.user_skeletons(), key, folded)
+                    pipe.hsetnx(self._skeletons, key, folded)
             added = await pipe.execute()
         return sum(1 for x in added if x)
 
     async def get(self, name: str) -> User | None:
-        raw = await self._redis.hget(keys.users(), name.casefold())
+        raw = await self._redis.hget(self._users, name.casefold())
         return User.model_validate_json(raw) if raw else None
 
     async def standing(self, name: str) -> Standing:
         """The user's record and token version, in one round trip shared with other callers."""
         folded = name.casefold()
         raw, version = await self._batch.execute(
-            [("HGET", keys.users(), folded), ("HGET", keys.user_versions(), folded)]
+            [("HGET", self._users, folded), ("HGET", self._versions, folded)]
         )
         user = User.model_validate_json(cast(str, raw)) if raw else None
         return Standing(user, int(cast(str, version) or 0))
 
     async def sign_out(self, name: str) -> int:
         """End every token of the user (their version moves on); returns the new version."""
-        return int(await self._redis.hincrby(keys.user_versions(), name.casefold(), 1))
+        return int(await self._redis.hincrby(self._versions, name.casefold(), 1))
 
     async def delete(self, name: str) -> bool:
         """Forget the user: the record, and their place in every room (members, invitations).
@@ -136,36 +141,54 @@ class UserStore:
         user = await self.get(name)
         rooms = cast(list[str], await self._redis.zrange(keys.rooms_index(), 0, -1))
         held = sorted(skeletons(user.name if user else name))
-        holders = await self._redis.hmget(keys.user_skeletons(), held)
+        holders = await self._redis.hmget(self._skeletons, held)
+        clustered = is_cluster(self._redis)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(keys.users(), folded)
-            pipe.hdel(keys.user_versions(), folded)
+            pipe.hdel(self._users, folded)
+            pipe.hdel(self._versions, folded)
             for key, holder in zip(held, holders, strict=True):
                 if holder == folded:
-                    pipe.hdel(keys.user_skeletons(), key)
-            for room in rooms:
-                pipe.hdel(keys.members(room), folded)
-                pipe.srem(keys.invitations(room), folded)
+                    pipe.hdel(self._skeletons, key)
+            if not clustered:  # one Redis: the rooms go in the same transaction
+                self._forget_in_rooms(pipe, rooms, folded)
             done: list[Any] = await pipe.execute()
+        if clustered:
+            # A cluster runs a transaction on one slot only: the user's record is gone first
+            # (their tokens already fail), then their place in each room, room by room.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                self._forget_in_rooms(pipe, rooms, folded)
+                await pipe.execute()
         return bool(done[0])
 
+    @staticmethod
+    def _forget_in_rooms(pipe: Any, rooms: list[str], folded: str) -> None:
+        for room in rooms:
+            pipe.hdel(keys.members(room), folded)
+            pipe.srem(keys.invitations(room), folded)
 
-def ensure_users(client: redis.Redis, names: list[str]) -> dict[str, tuple[User, int]]:
+
+def ensure_users(
+    client: redis.Redis | redis.RedisCluster, names: list[str]
+) -> dict[str, tuple[User, int]]:
     """Register every free name of ``names`` (synchronously, one pipeline each way) and return
     each one's record and token version, by name: for tools that sign tokens next to a running
     system (benchmarks), which must name users that exist."""
     for name in names:
         _reserved(name)
+    clustered = isinstance(client, redis.RedisCluster)
+    users_key = keys.users(clustered)
+    skeletons_key = keys.user_skeletons(clustered)
+    versions_key = keys.user_versions(clustered)
     with client.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.hsetnx(keys.users(), name.casefold(), new_user(name).model_dump_json())
+            pipe.hsetnx(users_key, name.casefold(), new_user(name).model_dump_json())
             for key in skeletons(name):
-                pipe.hsetnx(keys.user_skeletons(), key, name.casefold())
+                pipe.hsetnx(skeletons_key, key, name.casefold())
         pipe.execute()
     with client.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.hget(keys.users(), name.casefold())
-            pipe.hget(keys.user_versions(), name.casefold())
+            pipe.hget(users_key, name.casefold())
+            pipe.hget(versions_key, name.casefold())
         replies = pipe.execute()
     out: dict[str, tuple[User, int]] = {}
     for i, name in enumerate(names):

@@ -4,19 +4,50 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
+from llmchat_tools.redis_cluster import RedisCluster
 
+from tests.support.auth import LIVE_REDIS
 from tests.support.procs import ChatService, JudgeProc, ModelWorker, RedisServer
 
 #: The one set of Kubernetes fixtures (tests/k8s, tests/operator, tests/chaos, tests/chart).
 pytest_plugins = ["tests.support.k8s"]
 
 
+@dataclass
+class ClusterTarget:
+    """The session's Redis Cluster in the place of a test's own redis-server (emptied first)."""
+
+    cluster: RedisCluster
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url
+
+
+#: Parametrize a test's ``redis_server`` over one node and the cluster (a fixture param, not a
+#: copy of the test): ``@BOTH_REDIS``.
+BOTH_REDIS = pytest.mark.parametrize("redis_server", ["single", "cluster"], indirect=True)
+
+
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def redis_server(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[RedisServer | ClusterTarget]:
+    """The test's Redis: its own redis-server, or (param ``"cluster"``) the session's cluster."""
+    if getattr(request, "param", "single") == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        cluster.wait_ok()
+        cluster.flushall()
+        target = ClusterTarget(cluster)
+        LIVE_REDIS.append(target.url)
+        yield target
+        LIVE_REDIS.remove(target.url)
+        return
     server = RedisServer(tmp_path / "redis")
     server.start()
     yield server
@@ -47,6 +78,16 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real Redis Cluster (3 masters, 3 replicas) on 127.0.0.1 for the session; tests that
+    kill a master leave it failed over (a replica leads), which the others do not mind."""
+    cluster = RedisCluster(base_dir=tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

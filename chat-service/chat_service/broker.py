@@ -40,6 +40,39 @@ class _Followed:
         self.last_id = start_id
 
 
+def deliver_rows(hub: Hub, followed: _Followed, rows: Rows) -> None:
+    """Hand the entries after the room's last ID to the hub (each frame encoded once)."""
+    room = followed.room
+    last = parse_stream_id(followed.last_id)
+    for sid, fields in rows:
+        key = parse_stream_id(sid)
+        if key <= last:  # read by an XREAD from before a re-subscribe (or a regroup)
+            continue
+        followed.last_id, last = sid, key
+        try:
+            entry = decode_entry(room, sid, fields)
+        except (ValueError, KeyError) as exc:  # a foreign or corrupt entry
+            log.error("feed_bad_entry", room=room, id=sid, error=str(exc))
+            continue
+        if hub.listened(room):
+            hub.broadcast(room, ("wire", wire_entry(entry, key)))
+
+
+def dispatch_live(hub: Hub, channels: dict[str, str], channel: str, data: str) -> None:
+    """One published event to the room's subscribers, its frame encoded once."""
+    room = channels.get(channel)
+    if room is None or not hub.listened(room):
+        return
+    try:
+        event = json.loads(data)
+    except json.JSONDecodeError:
+        log.error("live_bad_event", room=room)
+        return
+    if not isinstance(event, dict):
+        return
+    hub.broadcast(room, ("live", encode(live_frame(event))))
+
+
 class TimelineReader:
     """Every followed room's timeline, read with one ``XREAD BLOCK`` over all their streams.
 
@@ -47,8 +80,8 @@ class TimelineReader:
     holds one reading connection, not one per room. A room added while that read is blocked
     wakes it through this replica's own wake stream, which the read includes: an XADD there
     returns the blocked XREAD at once, and a wake sent just before the read began is still seen,
-    because the wake stream is read from its last seen ID. (A clustered Redis would need one
-    such read per slot; this project runs one Redis.)
+    because the wake stream is read from its last seen ID. (On a Redis Cluster
+    ``chat_service.broker_cluster`` reads per node instead.)
     """
 
     def __init__(self, redis_url: str, hub: Hub) -> None:
@@ -153,21 +186,7 @@ class TimelineReader:
                 self._deliver(followed, rows)
 
     def _deliver(self, followed: _Followed, rows: Rows) -> None:
-        """Hand the entries after the room's last ID to the hub (each frame encoded once)."""
-        room = followed.room
-        last = parse_stream_id(followed.last_id)
-        for sid, fields in rows:
-            key = parse_stream_id(sid)
-            if key <= last:  # read by an XREAD from before a re-subscribe
-                continue
-            followed.last_id, last = sid, key
-            try:
-                entry = decode_entry(room, sid, fields)
-            except (ValueError, KeyError) as exc:  # a foreign or corrupt entry
-                log.error("feed_bad_entry", room=room, id=sid, error=str(exc))
-                continue
-            if self._hub.listened(room):
-                self._hub.broadcast(room, ("wire", wire_entry(entry, key)))
+        deliver_rows(self._hub, followed, rows)
 
     async def close(self) -> None:
         self._rooms, self._streams = {}, {}
@@ -225,18 +244,7 @@ class LiveReader:
             self._dispatch(str(msg["channel"]), str(msg["data"]))
 
     def _dispatch(self, channel: str, data: str) -> None:
-        """One published event to the room's subscribers, its frame encoded once."""
-        room = self._channels.get(channel)
-        if room is None or not self._hub.listened(room):
-            return
-        try:
-            event = json.loads(data)
-        except json.JSONDecodeError:
-            log.error("live_bad_event", room=room)
-            return
-        if not isinstance(event, dict):
-            return
-        self._hub.broadcast(room, ("live", encode(live_frame(event))))
+        dispatch_live(self._hub, self._channels, channel, data)
 
     async def close(self) -> None:
         await stop_task(self._task)

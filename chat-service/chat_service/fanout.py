@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 
 from chat_service.broker import LiveReader, TimelineReader
+from chat_service.broker_cluster import ClusterLiveReader, ClusterTimelineReader
 from chat_service.hub import Hub, Subscriber
+from llmchat.redis_conn import detect_cluster
 from llmchat.timeline import Timeline
 
 
@@ -22,8 +24,14 @@ class Fanout:
     def __init__(self, redis_url: str, timeline: Timeline, queue_limit: int) -> None:
         self._timeline = timeline
         self.hub = Hub(queue_limit)
-        self._entries = TimelineReader(redis_url, self.hub)
-        self._live = LiveReader(redis_url, self.hub)
+        self._entries: TimelineReader | ClusterTimelineReader
+        self._live: LiveReader | ClusterLiveReader
+        if detect_cluster(redis_url):  # one blocked read per master, sharded pub/sub
+            self._entries = ClusterTimelineReader(redis_url, self.hub)
+            self._live = ClusterLiveReader(redis_url, self.hub)
+        else:
+            self._entries = TimelineReader(redis_url, self.hub)
+            self._live = LiveReader(redis_url, self.hub)
         self._lock = asyncio.Lock()
 
     @property

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx
 from llmchat_tools.client import RoomClient
 
+from tests.conftest import BOTH_REDIS
 from tests.support.auth import admin_headers, headers, token
 from tests.support.procs import ChatService
 
@@ -28,6 +29,7 @@ def create_lobby(svc: ChatService) -> None:
     assert r.status_code == 201, r.text
 
 
+@BOTH_REDIS
 async def test_clients_on_two_replicas_see_the_same_order(
     chat_service_factory: Callable[..., ChatService],
 ) -> None:
@@ -57,6 +59,7 @@ async def test_clients_on_two_replicas_see_the_same_order(
     await on_b.close()
 
 
+@BOTH_REDIS
 async def test_sigkill_a_replica_clients_resume_on_the_other_with_nothing_lost_or_twice(
     chat_service_factory: Callable[..., ChatService],
 ) -> None:

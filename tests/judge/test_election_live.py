@@ -13,6 +13,7 @@ import httpx
 import pytest
 from llmchat_tools.client import RoomClient
 
+from tests.conftest import BOTH_REDIS
 from tests.support.api import all_entries, make_room
 from tests.support.auth import admin_headers, token
 from tests.support.procs import ChatService, JudgeProc, ModelWorker
@@ -45,6 +46,7 @@ async def until(check: Callable[[], Any], timeout: float, what: str, every: floa
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+@BOTH_REDIS
 async def test_rounds_get_verdicts_ratings_move_and_the_best_rated_leads(
     service: ChatService,
     worker_factory: Callable[..., ModelWorker],
@@ -95,6 +97,7 @@ async def test_rounds_get_verdicts_ratings_move_and_the_best_rated_leads(
     await client.close()
 
 
+@BOTH_REDIS
 async def test_sigkill_the_leader_a_new_leader_serves_within_seconds(
     service: ChatService, worker_factory: Callable[..., ModelWorker]
 ) -> None:

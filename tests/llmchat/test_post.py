@@ -15,14 +15,16 @@ from llmchat import keys
 from llmchat.ids import server_id_kind, server_msg_id, validate_client_msg_id, validate_msg_id
 from llmchat.keys import LEADER_QUEUE
 from llmchat.models import EntryKind, NewEntry, RoomCreate, RoomMode, RoomModel
+from llmchat.redis_conn import create_redis
 from llmchat.rooms import RoomStore
 from llmchat.router import Router
 from llmchat.timeline import MessageIdConflictError, Timeline
+from tests.conftest import BOTH_REDIS
 from tests.support.procs import RedisServer
 
 
 async def setup(url: str, mode: RoomMode) -> tuple[aioredis.Redis, Router, Timeline]:
-    r = aioredis.Redis.from_url(url, decode_responses=True)
+    r = create_redis(url)  # one Redis or a cluster, found by asking
     store = RoomStore(r)
     room = await store.create(
         RoomCreate(name="lobby", mode=mode, models=[RoomModel(name="ada"), RoomModel(name="bob")])
@@ -32,6 +34,7 @@ async def setup(url: str, mode: RoomMode) -> tuple[aioredis.Redis, Router, Timel
     return r, Router(r, tl, max_model_streak=2), tl
 
 
+@BOTH_REDIS
 async def test_all_mode_writes_one_job_per_model_with_the_message_as_cut(
     redis_server: RedisServer,
 ) -> None:
@@ -82,6 +85,7 @@ async def test_model_chain_is_capped_until_a_person_speaks(redis_server: RedisSe
     await r.aclose()
 
 
+@BOTH_REDIS
 async def test_fenced_post_is_refused_once_the_lease_moved_on(redis_server: RedisServer) -> None:
     from llmchat.lease import RedisLease
     from llmchat.router import Fence, FencedError
@@ -101,6 +105,7 @@ async def test_fenced_post_is_refused_once_the_lease_moved_on(redis_server: Redi
     await r.aclose()
 
 
+@BOTH_REDIS
 async def test_an_id_taken_by_another_author_is_a_conflict_not_a_duplicate(
     redis_server: RedisServer,
 ) -> None:

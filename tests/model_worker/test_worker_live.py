@@ -11,6 +11,7 @@ from llmchat_tools.client import RoomClient
 from model_worker.prompt import flatten
 
 from llmchat.llm.backends.base import ChatMessage
+from tests.conftest import BOTH_REDIS
 from tests.support.api import all_entries, make_room
 from tests.support.auth import token
 from tests.support.procs import ChatService, ModelWorker
@@ -65,6 +66,7 @@ async def first_delta(rec: Recorder, timeout: float = 60) -> dict[str, Any]:
             await asyncio.sleep(0.02)
 
 
+@BOTH_REDIS
 async def test_all_room_same_cut_live_deltas_and_next_turn_context(
     service: ChatService, worker_factory: Callable[..., ModelWorker]
 ) -> None:
@@ -135,6 +137,7 @@ async def test_mention_reaches_that_model_only_and_unknown_name_is_explained(
     await rec.client.close()
 
 
+@BOTH_REDIS
 async def test_two_replicas_split_jobs_and_a_sigkilled_one_is_taken_over(
     service: ChatService, worker_factory: Callable[..., ModelWorker]
 ) -> None:

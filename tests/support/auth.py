@@ -13,10 +13,12 @@ import hashlib
 import time
 
 import redis
+import redis.exceptions
 
 from llmchat import keys
 from llmchat.auth import IssuedToken, TokenSigner, authorization
 from llmchat.names import skeletons
+from llmchat.redis_conn import detect_cluster
 from llmchat.users import User
 
 TOKEN_SECRET = "test-signing-key-0123456789abcdef-0123456789"
@@ -50,14 +52,22 @@ def _registration(name: str) -> tuple[str, int]:
     uid, version = ours, 0
     for url in list(LIVE_REDIS):
         try:
-            with redis.Redis.from_url(url, decode_responses=True, socket_timeout=5) as client:
+            clustered = detect_cluster(url)
+            client: redis.Redis = (
+                redis.RedisCluster.from_url(url, decode_responses=True, socket_timeout=5)  # type: ignore[assignment]
+                if clustered
+                else redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+            )
+            with client:
                 record = User(name=name, created_at=time.time(), uid=ours)
-                client.hsetnx(keys.users(), name.casefold(), record.model_dump_json())
+                users = keys.users(clustered)
+                client.hsetnx(users, name.casefold(), record.model_dump_json())
                 for key in skeletons(name):
-                    client.hsetnx(keys.user_skeletons(), key, name.casefold())
-                stored = User.model_validate_json(str(client.hget(keys.users(), name.casefold())))
-                here = int(str(client.hget(keys.user_versions(), name.casefold()) or 0))
-        except (redis.ConnectionError, redis.TimeoutError):
+                    client.hsetnx(keys.user_skeletons(clustered), key, name.casefold())
+                stored = User.model_validate_json(str(client.hget(users, name.casefold())))
+                version_key = keys.user_versions(clustered)
+                here = int(str(client.hget(version_key, name.casefold()) or 0))
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException):
             continue  # a server the test has stopped or paused: nothing to register there
         if stored.uid != ours or uid == ours:
             uid, version = stored.uid, here

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chat_service import metrics
 from chat_service.posting import EmptyMessageError, MessageTextError, MessageTooLargeError
+from llmchat.durability import NotReplicatedError
 from llmchat.ratelimit import RateLimitedError
 from llmchat.redis_conn import UNAVAILABLE_ERRORS
 from llmchat.rooms import NameTakenError, RoomExistsError
@@ -101,6 +102,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NameTakenError)
     async def _taken(_: Request, exc: NameTakenError) -> JSONResponse:
         return error_response(409, "name_taken", str(exc))
+
+    @app.exception_handler(NotReplicatedError)
+    async def _not_replicated(_: Request, exc: NotReplicatedError) -> JSONResponse:
+        # the message is on the room's Redis master only: not acknowledged (a master lost now
+        # would lose it); the same code as an outage, so clients retry it with the same id
+        return error_response(503, "storage_unavailable", str(exc), **{"Retry-After": "1"})
 
     for exc_type in UNAVAILABLE_ERRORS:
 

@@ -40,6 +40,7 @@ from chat_service.protocol import (
 )
 from chat_service.state import ServiceState
 from llmchat.auth import Identity
+from llmchat.durability import NotReplicatedError
 from llmchat.ids import new_msg_id, parse_stream_id
 from llmchat.logs import get_logger
 from llmchat.models import Entry, Member, Room
@@ -300,6 +301,9 @@ class Session:
         except MessageIdConflictError as exc:
             metrics.MESSAGES.labels("ws", "rejected").inc()
             self._reply(error_frame("id_conflict", str(exc), msg_id))
+        except NotReplicatedError as exc:  # on the master only: not acknowledged
+            metrics.MESSAGES.labels("ws", "unavailable").inc()
+            self._reply(error_frame("storage_unavailable", str(exc), msg_id))
         except UNAVAILABLE_ERRORS:
             metrics.MESSAGES.labels("ws", "unavailable").inc()
             self._reply(

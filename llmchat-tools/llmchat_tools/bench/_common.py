@@ -36,6 +36,7 @@ from rich.table import Table
 
 from llmchat.auth import authorization
 from llmchat_tools.local.credentials import UNLIMITED_ENV, LocalCredentials
+from llmchat_tools.redis_cluster import RedisCluster
 
 console = Console()
 
@@ -180,9 +181,12 @@ class Procs:
     redis_port: int = 0
     creds: LocalCredentials = field(default_factory=LocalCredentials.generate)
     _limits_noted: bool = False
+    cluster: RedisCluster | None = None
 
     @property
     def redis_url(self) -> str:
+        if self.cluster is not None:
+            return self.cluster.url
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     def __enter__(self) -> Procs:
@@ -198,6 +202,17 @@ class Procs:
             with contextlib.suppress(Exception):
                 proc.stop()
         self.procs.clear()
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+
+    def redis_cluster(self) -> RedisCluster:
+        """A real Redis Cluster (3 masters, 3 replicas, AOF ``everysec`` like ``redis()``) in
+        the place of the single Redis: ``redis_url`` names one of its nodes from now on."""
+        self.cluster = RedisCluster(
+            base_dir=self.workdir / "redis-cluster", appendfsync="everysec", maxclients=20_000
+        )
+        return self.cluster.start()
 
     def _add(self, proc: Proc) -> Proc:
         self.procs.append(proc)
@@ -325,23 +340,6 @@ def make_room(base_url: str, name: str, mode: str, models: list[str], *, admin_t
     )
     if r.status_code not in (200, 201):
         raise RuntimeError(f"could not create room {name}: {r.status_code} {r.text}")
-
-
-def commandstats(redis_url: str) -> dict[str, int]:
-    """Redis INFO commandstats: calls per command."""
-    import redis  # noqa: PLC0415 - sync client only here
-
-    with redis.Redis.from_url(redis_url) as client:
-        info: dict[str, Any] = client.info("commandstats")
-    out: dict[str, int] = {}
-    for key, value in info.items():
-        if key.startswith("cmdstat_") and isinstance(value, dict):
-            out[key.removeprefix("cmdstat_")] = int(value.get("calls", 0))
-    return out
-
-
-def stats_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    return {k: v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)}
 
 
 def fmt(value: float | None, digits: int = 1) -> str:

@@ -7,6 +7,9 @@ connection (server RSS after the clients connected - before, / N), connections s
 the end, and Redis commands per delivered message (INFO commandstats delta). The same load runs
 against ``baseline_server`` (websockets + Redis pub/sub, none of our logic) in the same run.
 Redis commands per delivered message are also measured with 1, 2 and 3 chat-service replicas.
+With ``--redis cluster`` (or ``both``) the scenarios also run on a real Redis Cluster (3 masters,
+3 replicas, started on loopback): chat-service only (the baseline speaks plain pub/sub), beside
+the single Redis in one table, with how the rooms spread over the masters.
 
 The load generator is raw ``websockets`` asyncio connections in a few processes (no
 compression, no pings of their own; they answer the servers' keep-alive pings), on the same
@@ -81,13 +84,33 @@ def run_suite(  # noqa: PLR0917 - mirrors the command's flags
     duration: float | None,
     nprocs: int,
     replica_scaling: bool,
+    redis: str = "single",
 ) -> dict[str, Any]:
     raise_nofile(65536)
     scenarios = _scenarios(quick, clients, rooms, rate, duration)
     scaling = Scenario("replicas", 60 if quick else 300, 6 if quick else 30, 30 if quick else 100,
                        3.0 if quick else 5.0)  # fmt: skip
-    results, scale_results = _measure_all(scenarios, scaling, nprocs, replica_scaling)
-    return _report(out, results, scale_results, nprocs)
+    results: list[dict[str, Any]] = []
+    scale_results: list[dict[str, Any]] = []
+    if redis in ("single", "both"):
+        results, scale_results = _measure_all(scenarios, scaling, nprocs, replica_scaling)
+    cluster_results = _measure_cluster(scenarios, nprocs) if redis in ("cluster", "both") else []
+    return _report(out, results, scale_results, nprocs, cluster_results)
+
+
+def _measure_cluster(scenarios: list[Scenario], nprocs: int) -> list[dict[str, Any]]:
+    """Each scenario on chat-service over a real Redis Cluster."""
+    results: list[dict[str, Any]] = []
+    with workdir() as tmp, Procs(tmp) as procs, progress() as bar:
+        procs.redis_cluster()
+        task = bar.add_task("fanout on a Redis Cluster", total=len(scenarios))
+        for s in scenarios:
+            bar.update(task, description=f"fanout {s.name}: ours on a Redis Cluster")
+            r = measure(procs, "ours", s, nprocs)
+            r["scenario"] = s.__dict__
+            results.append(r)
+            bar.advance(task)
+    return results
 
 
 def _measure_all(
@@ -117,23 +140,49 @@ def _measure_all(
     return results, scale_results
 
 
-def _report(
-    out: Path, results: list[dict[str, Any]], scale_results: list[dict[str, Any]], nprocs: int
-) -> dict[str, Any]:
-    """The tables on the console, and the results written to ``out``."""
-    headers = [
-        "scenario",
-        "server",
-        "clients held",
-        "inbound msg/s",
-        "delivered msg/s",
-        "delivered %",
-        "p50 ms",
-        "p99 ms",
-        "KiB/conn",
-        "Redis cmds/delivered",
-        "throughput vs baseline",
-    ]
+def _redis_rows(
+    results: list[dict[str, Any]], cluster_results: list[dict[str, Any]]
+) -> list[list[str]]:
+    """chat-service on one Redis and on the cluster, scenario by scenario, side by side."""
+    single = {r["scenario"]["name"]: r for r in results if r["server"] == "ours"}
+    rows = []
+    for c in cluster_results:
+        s = c["scenario"]
+        for r in (single.get(s["name"]), c):
+            if r is None:
+                continue
+            spread = r.get("rooms_per_master")
+            rows.append(
+                [
+                    f"{s['name']} ({s['clients']} clients / {s['rooms']} rooms)",
+                    r["redis"],
+                    f"{r['open_at_end']}/{s['clients']}",
+                    fmt(r["delivered_per_s"], 0),
+                    fmt(100 * r["delivery_ratio"], 1),
+                    fmt(r["p50_ms"]),
+                    fmt(r["p99_ms"]),
+                    fmt(r["commands_per_delivered"], 3),
+                    fmt(r["commands_per_inbound"], 2),
+                    " / ".join(map(str, spread)) if spread else "1 node",
+                ]
+            )
+    return rows
+
+
+REDIS_HEADERS = ["scenario", "redis", "clients held", "delivered msg/s", "delivered %", "p50 ms",
+                 "p99 ms", "Redis cmds/delivered", "cmds/inbound msg",
+                 "rooms per master"]  # fmt: skip
+
+
+BASELINE_HEADERS = ["scenario", "server", "clients held", "inbound msg/s", "delivered msg/s",
+                    "delivered %", "p50 ms", "p99 ms", "KiB/conn", "Redis cmds/delivered",
+                    "throughput vs baseline"]  # fmt: skip
+SCALING_HEADERS = ["replicas", "clients", "delivered msg/s", "p99 ms", "Redis cmds",
+                   "cmds/delivered", "cmds/inbound msg"]  # fmt: skip
+
+
+def _baseline_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    """Ours and the baseline, scenario by scenario (they come in pairs)."""
     rows = []
     for i in range(0, len(results), 2):
         ours, base = results[i], results[i + 1]
@@ -155,10 +204,11 @@ def _report(
                     f"{ratio:.2f}" if r is ours else "1.00",
                 ]
             )
-    show_table("fan-out: chat-service vs minimal baseline (same load, same run)", headers, rows)
-    sheaders = ["replicas", "clients", "delivered msg/s", "p99 ms", "Redis cmds", "cmds/delivered",
-                "cmds/inbound msg"]  # fmt: skip
-    srows = [
+    return rows
+
+
+def _scaling_rows(scale_results: list[dict[str, Any]]) -> list[list[str]]:
+    return [
         [
             str(r["replicas"]),
             str(r["scenario"]["clients"]),
@@ -170,11 +220,34 @@ def _report(
         ]
         for r in scale_results
     ]
+
+
+def _report(
+    out: Path,
+    results: list[dict[str, Any]],
+    scale_results: list[dict[str, Any]],
+    nprocs: int,
+    cluster_results: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The tables on the console, and the results written to ``out``."""
+    cluster_results = cluster_results or []
+    rows = _baseline_rows(results)
+    crows = _redis_rows(results, cluster_results)
+    srows = _scaling_rows(scale_results)
+    if rows:
+        show_table("fan-out: chat-service vs minimal baseline (same load, same run)",
+                   BASELINE_HEADERS, rows)  # fmt: skip
+    if crows:
+        show_table("chat-service on one Redis and on a Redis Cluster", REDIS_HEADERS, crows)
     if srows:
-        show_table("Redis commands vs chat-service replicas", sheaders, srows)
-    health = [f"- {r['scenario']['name']}, {r['server']}: {_health(r)}" for r in results]
+        show_table("Redis commands vs chat-service replicas", SCALING_HEADERS, srows)
+    health = [
+        f"- {r['scenario']['name']}, {r['server']}, {r['redis']} Redis: {_health(r)}"
+        for r in [*results, *cluster_results]
+    ]
     console.print("\n".join(health), markup=False, highlight=False)
-    data = {"scenarios": results, "replica_scaling": scale_results, "load_processes": nprocs}
+    data = {"scenarios": results, "replica_scaling": scale_results, "load_processes": nprocs,
+            "cluster_scenarios": cluster_results}  # fmt: skip
     md = (
         f"Load: {nprocs} load-generator processes of raw `websockets` clients on the same "
         "machine; posts go over the clients' WebSockets; latency = receive time - send time "
@@ -182,14 +255,16 @@ def _report(
         "room). Delivered msg/s = deliveries / max(load window, send start -> last delivery), "
         "so a server that falls behind is not credited for what it delivers late. KiB/conn = "
         "server RSS growth while the clients connected / clients.\n\n"
-        + md_table(headers, rows)
+        + (md_table(BASELINE_HEADERS, rows) if rows else "(one Redis not run)")
+        + "\n\n## chat-service on one Redis and on a Redis Cluster (3 masters, 3 replicas)\n\n"
+        + (md_table(REDIS_HEADERS, crows) if crows else "(not run: `--redis both`)")
         + "\n\nConnections and posts:\n\n"
         + "\n".join(health)
         + "\n\n## Redis commands per delivered message vs replicas\n\n"
-        + (md_table(sheaders, srows) if srows else "(not run)")
+        + (md_table(SCALING_HEADERS, srows) if srows else "(not run)")
         + "\n"
     )
-    write_results(out, "fanout", md.replace("-", "-"), data)
+    write_results(out, "fanout", md, data)
     return data
 
 
@@ -206,11 +281,20 @@ def register(app: typer.Typer) -> None:
         replicas: Annotated[
             bool, typer.Option(help="Also Redis commands with 1, 2, 3 replicas.")
         ] = True,
+        redis: Annotated[
+            str,
+            typer.Option(
+                help="single: one Redis; cluster: a Redis Cluster (3 masters, 3 replicas); "
+                "both: side by side in one run."
+            ),
+        ] = "single",
     ) -> None:
         """N WebSocket clients over R rooms at M msg/s: ours vs a minimal baseline."""
         console.rule("llmchat bench fanout")
         if sys.platform != "linux":
             raise typer.BadParameter("the fan-out bench reads /proc: Linux only")
+        if redis not in ("single", "cluster", "both"):
+            raise typer.BadParameter(f"--redis must be single, cluster or both, not {redis!r}")
         run_suite(
             out or default_out("fanout"),
             quick,
@@ -220,4 +304,5 @@ def register(app: typer.Typer) -> None:
             duration,
             load_procs,
             replicas,
+            redis,
         )

@@ -10,18 +10,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from llmchat import keys
 from llmchat_tools.bench._common import (
     Proc,
     Procs,
-    commandstats,
     free_port,
     make_room,
     percentile,
     rss_bytes,
-    stats_delta,
     wait_until,
 )
 from llmchat_tools.bench.fanout_load import LoadSpec, load_process
+from llmchat_tools.bench.redis_stats import commandstats, stats_delta
+from llmchat_tools.redis_cluster import masters_by_key
 
 
 @dataclass(frozen=True)
@@ -203,12 +204,16 @@ def measure(
     finally:
         for proc in servers:
             proc.stop()
+    if procs.cluster is not None:  # how the scenario's rooms spread over the masters
+        spread = masters_by_key(procs.redis_url, [keys.timeline(room) for room in rooms])
+        result["rooms_per_master"] = sorted((len(v) for v in spread.values()), reverse=True)
     cmds = stats_delta(before, after)
     cmds.pop("info", None)
     total = sum(cmds.values())
     result.update(
         {
             "server": server,
+            "redis": "cluster" if procs.cluster is not None else "single",
             "replicas": replicas,
             "rss_idle": rss_idle,
             "bytes_per_connection": (result["rss_connected"] - rss_idle) / max(1, s.clients)

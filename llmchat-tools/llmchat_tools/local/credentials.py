@@ -15,6 +15,7 @@ from pathlib import Path
 import redis
 
 from llmchat.auth import TokenSigner
+from llmchat.redis_conn import detect_cluster
 from llmchat.users import ensure_users
 
 
@@ -53,7 +54,12 @@ class LocalCredentials:
     def tokens(self, redis_url: str, names: list[str], ttl_seconds: int = 3600) -> dict[str, str]:
         """``token`` for many names at once (one pipeline each way)."""
         signer = TokenSigner(self.token_secret, ttl_seconds)
-        with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        client: redis.Redis | redis.RedisCluster = (
+            redis.RedisCluster.from_url(redis_url, decode_responses=True)
+            if detect_cluster(redis_url)
+            else redis.Redis.from_url(redis_url, decode_responses=True)
+        )
+        with client:
             users = ensure_users(client, names)
         return {
             name: signer.issue(user.name, uid=user.uid, version=version).token

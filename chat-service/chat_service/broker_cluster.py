@@ -1,0 +1,251 @@
+r"""The broker on a Redis Cluster: the followed rooms' timelines read per node.
+
+A cluster refuses any multi-key command whose keys lie on different slots, even when one node
+serves them all, so one ``XREAD BLOCK`` cannot span several rooms there (each room is its own
+slot). A blocked read per room would hold a connection per room; instead the followed rooms are
+grouped by the master that serves their slot, and each master is read in one round trip per
+pass: a pipeline of non-blocking ``XREAD``\s, one per slot, on one connection of it. A pass
+that found nothing is followed by the next after ``IDLE_POLL_S`` (longer with many rooms), so
+the cost is one round trip per master per pass, whatever the number of rooms.
+
+A pass refused with MOVED or ASK, or cut by a failed master, has the cluster asked again where
+the slots are (the replica that took over), and the rooms are regrouped there, each still read
+from its last ID: nothing is missed, nothing is handed over twice (the hub gets entries after
+the room's last ID only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import cast
+
+from redis.crc import key_slot
+from redis.exceptions import AskError, MovedError
+
+from chat_service import metrics
+from chat_service.broker import READ_PAUSE_PER_ROOM_S, _Followed, deliver_rows
+from chat_service.hub import Hub
+from llmchat import keys
+from llmchat.logs import get_logger
+from llmchat.redis_conn import (
+    UNAVAILABLE_ERRORS,
+    as_cluster,
+    create_node_client,
+    create_redis,
+    refresh_topology,
+)
+from llmchat.tasks import stop_task
+from llmchat.timeline import Rows
+
+log = get_logger(__name__)
+
+#: Seconds between passes over a node's rooms when the last pass found nothing (the longest a
+#: new entry waits to be read, plus a round trip).
+IDLE_POLL_S = 0.01
+
+#: What ends a node's read: the node is gone, or its slots moved (MOVED, ASK).
+READ_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, MovedError, AskError)
+REGROUP_ERRORS: tuple[type[Exception], ...] = (*READ_ERRORS, RuntimeError)
+
+
+class _NodeRead:
+    """The rooms one master serves, read in one round trip per pass on a connection of it."""
+
+    def __init__(self, owner: ClusterTimelineReader, name: str, host: str, port: int) -> None:
+        self.owner = owner
+        self.name = name
+        self.client = create_node_client(host, port)
+        self.streams: dict[str, _Followed] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"feed-reader-{self.name}")
+
+    async def add(self, followed: _Followed) -> None:
+        self.streams[followed.stream] = followed  # read from the next pass on
+
+    def remove(self, stream: str) -> None:
+        self.streams.pop(stream, None)
+
+    def _by_slot(self) -> list[list[_Followed]]:
+        groups: dict[int, list[_Followed]] = {}
+        for followed in self.streams.values():
+            groups.setdefault(key_slot(followed.stream.encode("utf-8")), []).append(followed)
+        return list(groups.values())
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while self.streams:
+            groups = self._by_slot()
+            started = time.monotonic()
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                for group in groups:
+                    pipe.execute_command(
+                        "XREAD", "COUNT", 500, "STREAMS",
+                        *(f.stream for f in group), *(f.last_id for f in group),
+                    )  # fmt: skip
+                replies = await pipe.execute()
+                backoff = 0.05
+            except READ_ERRORS as exc:
+                metrics.FEED_ERRORS.inc()
+                log.warning("feed_redis_error", node=self.name, rooms=len(self.streams),
+                            error=str(exc), retry_in=backoff)  # fmt: skip
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                await self.owner.regroup()
+                continue
+            self.owner.reads += 1
+            got = False
+            for resp in replies:
+                for stream, rows in cast(list[tuple[str, Rows]], resp or []):
+                    followed = self.streams.get(stream)
+                    if followed is not None and rows:
+                        got = True
+                        deliver_rows(self.owner.hub, followed, rows)
+            rooms = len(self.streams)
+            pause = (
+                min(0.05, max(0.002, rooms * READ_PAUSE_PER_ROOM_S))
+                if got
+                else min(0.1, max(IDLE_POLL_S, rooms * READ_PAUSE_PER_ROOM_S * 2))
+            )
+            await asyncio.sleep(max(0.0, started + pause - time.monotonic()))
+
+    async def close(self) -> None:
+        await stop_task(self.task)
+        await self.client.aclose()
+
+
+class ClusterTimelineReader:
+    """``TimelineReader``'s interface over a Redis Cluster: one blocked read per master."""
+
+    def __init__(self, redis_url: str, hub: Hub) -> None:
+        self.hub = hub
+        self._redis = create_redis(redis_url, socket_timeout=None)
+        self._rooms: dict[str, _Followed] = {}
+        self._placed: dict[str, _NodeRead] = {}  # room -> the node read that has it
+        self._nodes: dict[str, _NodeRead] = {}
+        self._lock = asyncio.Lock()
+        self._retired: list[_NodeRead] = []
+        self.reads = 0  # XREAD calls made, over every node (for tests)
+
+    async def follow(self, room: str, start_id: str) -> None:
+        followed = _Followed(room, start_id)
+        async with self._lock:
+            self._rooms[room] = followed
+            await self._place(followed)
+
+    def unfollow(self, room: str) -> None:
+        followed = self._rooms.pop(room, None)
+        node = self._placed.pop(room, None)
+        if followed is not None and node is not None:
+            node.remove(followed.stream)
+
+    async def _place(self, followed: _Followed) -> None:
+        cluster = as_cluster(self._redis)
+        await cluster.initialize()
+        node = cluster.get_node_from_key(followed.stream)
+        if node is None:
+            raise RuntimeError(f"no node serves {followed.stream}")
+        current = self._placed.get(followed.room)
+        if current is not None and current.name == node.name:
+            return
+        if current is not None:
+            current.remove(followed.stream)
+        read = self._nodes.get(node.name)
+        if read is None or read.task is None or read.task.done():
+            if read is not None:
+                self._retired.append(read)
+            read = self._nodes[node.name] = _NodeRead(self, node.name, node.host, int(node.port))
+            self._placed[followed.room] = read
+            await read.add(followed)
+            read.start()
+            return
+        self._placed[followed.room] = read
+        await read.add(followed)
+
+    async def regroup(self) -> None:
+        """Ask the cluster where the slots are now and move each room to its master's read."""
+        async with self._lock:
+            await refresh_topology(self._redis)
+            for followed in list(self._rooms.values()):
+                try:
+                    await self._place(followed)
+                except REGROUP_ERRORS as exc:
+                    log.warning("feed_regroup_failed", room=followed.room, error=str(exc))
+            if self._retired:
+                retired, self._retired = self._retired, []
+                for read in retired:
+                    if read.task is not asyncio.current_task():
+                        await read.close()
+
+    @property
+    def nodes_reading(self) -> int:
+        return sum(1 for r in self._nodes.values() if r.streams)
+
+    async def close(self) -> None:
+        self._rooms, self._placed = {}, {}
+        for read in [*self._nodes.values(), *self._retired]:
+            await read.close()
+        self._nodes = {}
+        await self._redis.aclose()
+
+
+class ClusterLiveReader:
+    """The followed rooms' ephemeral events over sharded pub/sub (SSUBSCRIBE): redis-py's
+    ``ClusterPubSub`` keeps one connection per node serving a followed room and moves a
+    subscription to the new master after a failover."""
+
+    def __init__(self, redis_url: str, hub: Hub) -> None:
+        self._hub = hub
+        self._redis = create_redis(redis_url, socket_timeout=None)
+        self._pubsub = as_cluster(self._redis).pubsub(ignore_subscribe_messages=True)
+        self._task: asyncio.Task[None] | None = None
+        self._channels: dict[str, str] = {}
+
+    async def follow(self, room: str) -> None:
+        channel = keys.live_channel(room)
+        self._channels[channel] = room
+        try:
+            await self._pubsub.ssubscribe(channel)
+        except UNAVAILABLE_ERRORS as exc:
+            log.warning("live_subscribe_failed", room=room, error=str(exc))
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="live-reader")
+
+    async def unfollow(self, room: str) -> None:
+        channel = keys.live_channel(room)
+        self._channels.pop(channel, None)
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            await self._pubsub.sunsubscribe(channel)
+
+    async def _run(self) -> None:
+        from chat_service.broker import dispatch_live  # noqa: PLC0415 - shared with LiveReader
+
+        backoff = 0.05
+        while True:
+            if not self._channels:
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                msg = await self._pubsub.get_sharded_message(timeout=1.0)
+                backoff = 0.05
+            except UNAVAILABLE_ERRORS as exc:
+                log.warning("live_reader_error", error=str(exc), retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if msg is None:
+                await asyncio.sleep(0.01)
+                continue
+            if msg.get("type") != "smessage":
+                continue
+            dispatch_live(self._hub, self._channels, str(msg["channel"]), str(msg["data"]))
+
+    async def close(self) -> None:
+        await stop_task(self._task)
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            await self._pubsub.aclose()
+        await self._redis.aclose()
