@@ -28,6 +28,7 @@ from llmchat_tools.bench.scenarios_faults import SCENARIOS, Scenario
 from llmchat_tools.bench.scenarios_results import ScenarioResult
 from llmchat_tools.bench.scenarios_runner import RunConfig, run_scenario
 from llmchat_tools.bench.scenarios_system import LocalSystem, SystemConfig
+from llmchat_tools.redis_cluster import RedisCluster
 
 DEFAULT_OUT = Path("docs/bench/scenarios")
 
@@ -37,8 +38,12 @@ async def run_scenarios(
     scenarios: Sequence[Scenario],
     data_dir: Path,
     progress: Progress | None = None,
+    redis_url: str | None = None,
 ) -> list[ScenarioResult]:
-    """Start the local system, run ``scenarios`` one after another, stop everything."""
+    """Start the local system, run ``scenarios`` one after another, stop everything.
+
+    ``redis_url``: use that Redis (one node, or any node of a Redis Cluster) instead of
+    starting one."""
     task = None
     if progress is not None:
         task = progress.add_task("starting the local system", total=len(scenarios))
@@ -53,6 +58,7 @@ async def run_scenarios(
             data_dir=data_dir,
             max_tokens=cfg.max_tokens,
             extra_env={"LLMCHAT_CONTEXT_TOKENS": str(cfg.context_tokens)},
+            redis_url=redis_url,
         )
     )
     results: list[ScenarioResult] = []
@@ -65,6 +71,55 @@ async def run_scenarios(
         report("stopping the local system", float(len(results)))
         await system.stop()
     return results
+
+
+def _run_and_report(  # noqa: PLR0917 - the command's choices
+    console: Console,
+    cfg: RunConfig,
+    chosen: list[Scenario],
+    out: Path,
+    command: str,
+    data_dir: Path | None,
+    redis: str,
+) -> bool:
+    """Run the chosen scenarios (on a Redis Cluster of the run's own with ``redis="cluster"``),
+    print and write the results; whether every message was kept."""
+    # lazily: `llmchat` imports every suite at start, and the report needs matplotlib
+    from llmchat_tools.bench.scenarios_report import markdown, write_all  # noqa: PLC0415
+
+    tmp = Path(tempfile.mkdtemp(prefix="llmchat-scenarios-")) if data_dir is None else None
+    workdir = data_dir or tmp
+    assert workdir is not None
+    ok = False
+    cluster = None
+    try:
+        if redis == "cluster":
+            cluster = RedisCluster(base_dir=workdir / "redis-cluster", appendfsync="everysec")
+            cluster.start()
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:.1f}/{task.total:.0f} scenarios"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            url = cluster.url if cluster is not None else None
+            results = asyncio.run(run_scenarios(cfg, chosen, workdir, progress, url))
+        written = write_all(results, cfg, out, command)
+        console.print(markdown(results, cfg, command))
+        console.print("wrote " + ", ".join(str(p) for p in written[:3]) + " and the plots")
+        ok = all(r.ok for r in results)
+        for r in results:
+            for note in r.notes:
+                console.print(f"[yellow]scenario {r.scenario.number}:[/] {note}")
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        if tmp is not None and ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp is not None:
+            console.print(f"process logs kept in {tmp / 'logs'}")
+    return ok
 
 
 def register(app: typer.Typer) -> None:
@@ -95,12 +150,18 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="Keep Redis data and process logs here (default: a temp dir)."),
         ] = None,
+        redis: Annotated[
+            str,
+            typer.Option(
+                help="single: one Redis; cluster: a real Redis Cluster (3 masters, 3 replicas) "
+                "started on 127.0.0.1 for the run."
+            ),
+        ] = "single",
     ) -> None:
         """The eight fault scenarios: five measures, every message checked, table and plots."""
-        # lazily: `llmchat` imports every suite at start, and the report needs matplotlib
-        from llmchat_tools.bench.scenarios_report import markdown, write_all  # noqa: PLC0415
-
         configure_logging("ERROR", "console")
+        if redis not in ("single", "cluster"):
+            raise typer.BadParameter(f"--redis must be single or cluster, not {redis!r}")
         cfg = RunConfig.quick() if quick else RunConfig()
         overrides = {
             "users": users,
@@ -114,31 +175,7 @@ def register(app: typer.Typer) -> None:
         command = "llmchat bench scenarios " + shlex.join(sys.argv[3:]) if sys.argv[3:] else ""
         command = command.strip() or "llmchat bench scenarios"
         console = Console()
-        tmp = Path(tempfile.mkdtemp(prefix="llmchat-scenarios-")) if data_dir is None else None
-        workdir = data_dir or tmp
-        assert workdir is not None
-        ok = False
-        try:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed:.1f}/{task.total:.0f} scenarios"),
-                TimeElapsedColumn(),
-                console=console,
-            ) as progress:
-                results = asyncio.run(run_scenarios(cfg, chosen, workdir, progress))
-            written = write_all(results, cfg, out, command)
-            console.print(markdown(results, cfg, command))
-            console.print("wrote " + ", ".join(str(p) for p in written[:3]) + " and the plots")
-            ok = all(r.ok for r in results)
-            for r in results:
-                for note in r.notes:
-                    console.print(f"[yellow]scenario {r.scenario.number}:[/] {note}")
-        finally:
-            if tmp is not None and ok:
-                shutil.rmtree(tmp, ignore_errors=True)
-            elif tmp is not None:
-                console.print(f"process logs kept in {tmp / 'logs'}")
+        ok = _run_and_report(console, cfg, chosen, out, command, data_dir, redis)
         if not ok:
             console.print("[bold red]a scenario lost, repeated or reordered a message[/]")
             raise typer.Exit(1)

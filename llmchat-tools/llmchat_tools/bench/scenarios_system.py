@@ -70,6 +70,8 @@ class SystemConfig:
     max_tokens: int = 32
     judge: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: an existing Redis (one node, or any node of a Redis Cluster) instead of starting one
+    redis_url: str | None = None
 
 
 class LocalSystem:
@@ -92,6 +94,7 @@ class LocalSystem:
             mode=RoomMode.LEADER,
             judge=cfg.judge,
             first_port=first,
+            redis_url=cfg.redis_url,
         )
         self.specs = plan(self.up)
         #: Fresh keys for this run: users connect with ``creds.token(name)``.
