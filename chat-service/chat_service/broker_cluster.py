@@ -260,25 +260,44 @@ class ClusterLiveReader:
             await self._pubsub.sunsubscribe(channel)
 
     async def _run(self) -> None:
+        """One reading task per node holding followed channels, kept in step with them."""
+        readers: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                names = set(self._pubsub.node_pubsub_mapping)
+                for name in list(readers):
+                    if name not in names or readers[name].done():
+                        await stop_task(readers.pop(name))
+                for name in names - set(readers):
+                    readers[name] = asyncio.create_task(self._read_node(name), name=f"live-{name}")
+                await asyncio.sleep(0.2)
+        finally:
+            for task in readers.values():
+                await stop_task(task)
+
+    async def _read_node(self, name: str) -> None:
+        """The messages of one node's sharded subscriptions, waited for on its connection alone:
+        asked without naming a node, redis-py polls the nodes in turn and splits the wait between
+        them, so a message on one node would wait out the others' share."""
         from chat_service.broker import dispatch_live  # noqa: PLC0415 - shared with LiveReader
 
         backoff = 0.05
         while True:
-            if not self._channels:
-                await asyncio.sleep(0.2)
-                continue
+            node = as_cluster(self._redis).get_node(node_name=name)
+            if node is None:
+                return
+            started = time.monotonic()
             try:
-                msg = await self._pubsub.get_sharded_message(timeout=1.0)
+                msg = await self._pubsub.get_sharded_message(timeout=1.0, target_node=node)
                 backoff = 0.05
             except UNAVAILABLE_ERRORS as exc:
-                log.warning("live_reader_error", error=str(exc), retry_in=backoff)
+                log.warning("live_reader_error", node=name, error=str(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            if msg is None:
-                await asyncio.sleep(0.01)
-                continue
-            if msg.get("type") != "smessage":
+            if msg is None and time.monotonic() - started < 0.1:  # nothing to wait on yet
+                await asyncio.sleep(0.05)
+            if msg is None or msg.get("type") != "smessage":
                 continue
             channel, data = str(msg["channel"]), str(msg["data"])
             if data.startswith(APPENDED_PREFIX):  # a new entry: wake the timeline read
