@@ -150,6 +150,6 @@ def invitations(room: str) -> str:
 
 
 def feed_wake(token: str) -> str:
-    """A chat-service replica's wake stream: an entry here ends its blocked timeline read (on a
-    cluster, one per node read: the token is then the hash tag, chosen to land on that node)."""
+    """A chat-service replica's wake stream: an entry here ends its blocked timeline read (one
+    Redis only; on a cluster the reads are woken by the appends' announcements instead)."""
     return f"{PREFIX}:feedwake:{token}"

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from llmchat import keys
 from llmchat.ids import MAX_ID, START, parse_stream_id
 from llmchat.jsonfmt import compact_json
+from llmchat.live import announce_append
 from llmchat.models import Entry, NewEntry
 
 #: Lua: append one entry to a room's timeline, once per message id. ``append_entry(meta,
@@ -150,6 +151,8 @@ class Timeline:
             stored = await self.get(room, stream_id)
             if stored is not None:
                 return AppendResult(stored, True)
+        else:
+            await announce_append(self._redis, room, stream_id)
         return AppendResult(Entry(**entry.model_dump(), id=stream_id, room=room), duplicate)
 
     async def get(self, room: str, stream_id: str) -> Entry | None:

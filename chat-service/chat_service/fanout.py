@@ -26,9 +26,10 @@ class Fanout:
         self.hub = Hub(queue_limit)
         self._entries: TimelineReader | ClusterTimelineReader
         self._live: LiveReader | ClusterLiveReader
-        if detect_cluster(redis_url):  # one blocked read per master, sharded pub/sub
-            self._entries = ClusterTimelineReader(redis_url, self.hub)
-            self._live = ClusterLiveReader(redis_url, self.hub)
+        if detect_cluster(redis_url):  # reads per master woken by announcements (sharded pub/sub)
+            cluster_entries = ClusterTimelineReader(redis_url, self.hub)
+            self._entries = cluster_entries
+            self._live = ClusterLiveReader(redis_url, self.hub, on_appended=cluster_entries.wake)
         else:
             self._entries = TimelineReader(redis_url, self.hub)
             self._live = LiveReader(redis_url, self.hub)
