@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import cast
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -76,6 +76,18 @@ def detect_cluster(url: str, timeout: float = DETECT_TIMEOUT_S) -> bool:
             time.sleep(0.1)
 
 
+def _pool_options(socket_timeout: float | None) -> dict[str, Any]:
+    """The pool settings of every plain client: one Redis, or one node of a cluster."""
+    return {
+        "max_connections": POOL_SIZE,
+        "timeout": POOL_WAIT_S,
+        "decode_responses": True,
+        "socket_connect_timeout": 2.0,
+        "socket_timeout": socket_timeout,
+        "health_check_interval": 10,
+    }
+
+
 def create_redis(url: str, *, socket_timeout: float | None = 5.0) -> aioredis.Redis:
     """A pooled asyncio client that decodes to ``str`` and retries briefly on connection errors.
 
@@ -96,12 +108,7 @@ def create_redis(url: str, *, socket_timeout: float | None = 5.0) -> aioredis.Re
         return cast(aioredis.Redis, cluster)
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
-        max_connections=POOL_SIZE,
-        timeout=POOL_WAIT_S,
-        decode_responses=True,
-        socket_connect_timeout=2.0,
-        socket_timeout=socket_timeout,
-        health_check_interval=10,
+        **_pool_options(socket_timeout),
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
@@ -162,16 +169,7 @@ def create_node_client(
 ) -> aioredis.Redis:
     """A pooled client of one node of a cluster (no redirections followed: a MOVED reply is an
     error its caller answers by asking the cluster where the key went)."""
-    pool = aioredis.BlockingConnectionPool(
-        host=host,
-        port=port,
-        max_connections=POOL_SIZE,
-        timeout=POOL_WAIT_S,
-        decode_responses=True,
-        socket_connect_timeout=2.0,
-        socket_timeout=socket_timeout,
-        health_check_interval=10,
-    )
+    pool = aioredis.BlockingConnectionPool(host=host, port=port, **_pool_options(socket_timeout))
     return aioredis.Redis.from_pool(pool)
 
 
